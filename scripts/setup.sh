@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Sets up everything avcurate needs on a fresh Debian machine: system ffmpeg (and espeak-ng for the
+# speech samples) and a Python 3.11 virtualenv with `pip install -e .[dev]`. Safe to run again: it
+# reinstalls only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+missing=()
+for tool in ffmpeg ffprobe espeak-ng; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ffmpeg and espeak-ng with apt-get (missing: ${missing[*]})"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng >/dev/null
+  else
+    echo "setup: missing ${missing[*]}. Install them first, e.g. 'sudo apt-get install ffmpeg espeak-ng'," >&2
+    echo "       or 'brew install ffmpeg espeak-ng' on macOS, then run this command again." >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      PY=$candidate; break
+    fi
+  done
+fi
+if [ -z "$PY" ]; then
+  echo "setup: avcurate needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+
+stamp="$VENV/.avcurate-setup"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+# uv (from PyPI) installs the same wheels as pip, several times faster, and caches them.
+if ! "$PY" -m uv --version >/dev/null 2>&1; then
+  "$PY" -m pip install -q --disable-pip-version-check uv
+fi
+"$PY" -m uv venv -q --allow-existing -p "$PY" "$VENV"
+VIRTUAL_ENV="$VENV" "$PY" -m uv pip install -q -e ".[dev]"
+echo "$want" > "$stamp"
+echo "setup: ready ($VENV)"
