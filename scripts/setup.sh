@@ -44,6 +44,6 @@ if ! "$PY" -m uv --version >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check uv
 fi
 "$PY" -m uv venv -q --allow-existing -p "$PY" "$VENV"
-VIRTUAL_ENV="$VENV" "$PY" -m uv pip install -q -e ".[dev]"
+"$PY" -m uv pip install -q --python "$VENV/bin/python" -e ".[dev]"
 echo "$want" > "$stamp"
 echo "setup: ready ($VENV)"

@@ -1,0 +1,158 @@
+"""Pipeline configuration: typed sections loaded from YAML, with a stable hash recorded in every clip."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    fps: float = 25.0
+    short_side: int = 256  # resize so the shorter side is this many pixels (even sizes, aspect kept)
+    sample_rate: int = 16000
+    channels: int = 1
+    probe_timeout_s: float = 30.0
+    # A source may take this long, plus timeout_per_media_s per second of media, before it is killed.
+    timeout_s: float = 60.0
+    timeout_per_media_s: float = 3.0
+    memory_limit_mb: int = 3072  # address-space cap of the sandboxed decoder process
+    threads: int = 1  # decoder and encoder threads per worker; parallelism comes from workers
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    min_s: float = 2.0
+    max_s: float = 10.0
+    shot_threshold: float = 0.4  # colour-histogram distance between consecutive frames that counts as a cut
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    crf: int = 23
+    preset: str = "veryfast"
+    audio_bitrate: int = 64000
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    silence_dbfs: float = -45.0  # a 20 ms window quieter than this is silent
+    clipping_level: float = 0.999
+    static_threshold: float = 0.004  # mean abs luma change (0..1) under which a frame counts as static
+    black_luma: float = 0.07  # mean luma (0..1) under which a frame counts as black
+    sync_max_offset_ms: float = 500.0  # the sync scorer searches offsets in [-this, +this]
+
+
+@dataclass(frozen=True)
+class FilterRule:
+    """Keep a clip only if `score` lies in [min, max]. A clip missing the score fails the rule."""
+
+    score: str
+    min: float | None = None
+    max: float | None = None
+    name: str | None = None
+
+    @property
+    def reason_name(self) -> str:
+        return self.name or self.score
+
+
+@dataclass(frozen=True)
+class SyncCorrectionConfig:
+    """Shift a source's audio to undo a small, confident offset instead of rejecting its clips."""
+
+    enabled: bool = False
+    max_abs_offset_ms: float = 200.0
+    min_confidence: float = 0.5
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    shard_prefix: str = "clips"
+    shard_max_clips: int = 1000
+    shard_max_bytes: int = 1 << 30
+
+
+DEFAULT_FILTERS = (
+    FilterRule("duration_s", min=2.0),
+    FilterRule("silence_ratio", max=0.9),
+    FilterRule("motion_score", min=0.001),
+    FilterRule("black_ratio", max=0.5),
+    FilterRule("abs_av_offset_ms", max=200.0),
+    FilterRule("sync_confidence", min=0.2),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    filters: tuple[FilterRule, ...] = DEFAULT_FILTERS
+    sync_correction: SyncCorrectionConfig = field(default_factory=SyncCorrectionConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def hash(self) -> str:
+        """Stable across runs and machines: recorded in every clip so outputs name the config that made them."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Config":
+        data = dict(data or {})
+        sections = {
+            "decode": DecodeConfig,
+            "clips": ClipConfig,
+            "encode": EncodeConfig,
+            "scoring": ScoringConfig,
+            "sync_correction": SyncCorrectionConfig,
+            "output": OutputConfig,
+        }
+        unknown = set(data) - set(sections) - {"filters"}
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: {sorted([*sections, 'filters'])}")
+        kwargs: dict[str, Any] = {}
+        for name, section_cls in sections.items():
+            if name in data:
+                kwargs[name] = _build(section_cls, data[name] or {}, name)
+        if "filters" in data:
+            rules = data["filters"] or []
+            if not isinstance(rules, list):
+                raise ConfigError("'filters' must be a list of rules like {score: silence_ratio, max: 0.9}")
+            kwargs["filters"] = tuple(_build(FilterRule, r, f"filters[{i}]") for i, r in enumerate(rules))
+            for rule in kwargs["filters"]:
+                if rule.min is None and rule.max is None:
+                    raise ConfigError(f"filter on '{rule.score}' needs a min or a max")
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "Config":
+        if path is None:
+            return cls()
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(yaml.safe_load(f))
+
+
+def _build(section_cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config '{where}' must be a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(section_cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in '{where}'; known: {sorted(names)}")
+    return section_cls(**values)

@@ -1,0 +1,154 @@
+"""The typed data model every stage speaks: a source, what probing found, its clips, and its outcome.
+
+Plain dataclasses, no Beam: they pickle between Beam workers and the sandboxed decoder, and turn into
+index/ledger rows and sample metadata through `to_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+KEPT = "kept"
+REJECTED = "rejected"
+FAILED = "failed"
+
+
+def source_id_for(uri: str) -> str:
+    """A stable id from the source's URI: reruns name every clip the same, whatever the file is called."""
+    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One raw input video."""
+
+    uri: str
+    source_id: str
+    meta: dict[str, Any] = field(default_factory=dict)  # extra manifest columns, carried into clip metadata
+
+    @classmethod
+    def from_uri(cls, uri: str, meta: dict[str, Any] | None = None) -> "Source":
+        return cls(uri=uri, source_id=source_id_for(uri), meta=dict(meta or {}))
+
+
+@dataclass
+class ProbeInfo:
+    """What probing a container found, before any decoding."""
+
+    format_name: str
+    duration_s: float
+    size_bytes: int | None
+    has_video: bool
+    has_audio: bool
+    video_codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    rotation: int = 0  # degrees, counter-clockwise, as in the display matrix
+    video_start_s: float | None = None
+    audio_codec: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    audio_start_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ClipScores:
+    """Signal-level scores of one clip. None where a score does not apply."""
+
+    loudness_dbfs: float | None = None
+    silence_ratio: float | None = None
+    clipping_ratio: float | None = None
+    motion_score: float | None = None
+    static_ratio: float | None = None
+    black_ratio: float | None = None
+    av_offset_ms: float | None = None  # positive: audio lags video
+    sync_confidence: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Clip:
+    """One cut of a source: times on the source's timeline, scores, and the verdict of the filters."""
+
+    source_id: str
+    source_uri: str
+    clip_index: int
+    start_s: float
+    end_s: float
+    n_frames: int
+    fps: float
+    width: int
+    height: int
+    sample_rate: int
+    channels: int
+    scores: ClipScores = field(default_factory=ClipScores)
+    end_reason: str = "end"  # what closed the clip: "shot", "max_length" or "end"
+    sync_correction_ms: float = 0.0  # audio shift applied when encoding (residual offset = av_offset_ms - this)
+    status: str = KEPT
+    reasons: list[str] = field(default_factory=list)
+    source_meta: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+    staged_path: str | None = None  # encoded MP4 waiting for the shard writer (not part of any output)
+    mp4_bytes: int = 0
+    shard: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Unique, tar-safe (hex, digits and a dash, no dots) and stable across runs."""
+        return f"{self.source_id}-{self.clip_index:05d}"
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    def metadata(self) -> dict[str, Any]:
+        """The sample's `json` member (schemas/sample-metadata.v1.json)."""
+        return {
+            "schema_version": 1,
+            "key": self.key,
+            "source_id": self.source_id,
+            "source_uri": self.source_uri,
+            "source_meta": self.source_meta,
+            "clip_index": self.clip_index,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "duration_s": self.duration_s,
+            "end_reason": self.end_reason,
+            "n_frames": self.n_frames,
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "scores": self.scores.to_dict(),
+            "sync_correction_ms": self.sync_correction_ms,
+            "config_hash": self.config_hash,
+        }
+
+
+@dataclass
+class SourceResult:
+    """Everything one input produced: its probe, its clips, or the error that stopped it."""
+
+    source: Source
+    probe: ProbeInfo | None = None
+    clips: list[Clip] = field(default_factory=list)
+    error: str | None = None
+    error_type: str | None = None  # short machine-readable class: "probe", "decode", "timeout", "memory", ...
+    sync_correction_ms: float = 0.0
+    note: str | None = None  # e.g. why a decodable source yielded no clip
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return FAILED
+        return KEPT if any(c.status == KEPT for c in self.clips) else REJECTED
