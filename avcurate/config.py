@@ -55,12 +55,17 @@ class ScoringConfig:
 
 @dataclass(frozen=True)
 class FilterRule:
-    """Keep a clip only if `score` lies in [min, max]. A clip missing the score fails the rule."""
+    """Keep a clip only if `score` lies in [min, max]. A clip missing the score fails the rule.
+
+    `when` ("sync_confidence >= 0.4") applies the rule only to clips meeting that condition: an offset
+    measured without confidence says nothing about the clip.
+    """
 
     score: str
     min: float | None = None
     max: float | None = None
     name: str | None = None
+    when: str | None = None
 
     @property
     def reason_name(self) -> str:
@@ -84,12 +89,11 @@ class OutputConfig:
 
 
 DEFAULT_FILTERS = (
-    FilterRule("duration_s", min=2.0),
-    FilterRule("silence_ratio", max=0.9),
-    FilterRule("motion_score", min=0.001),
+    FilterRule("silence_ratio", max=0.8),
+    FilterRule("clipping_ratio", max=0.01),
+    FilterRule("motion_score", min=0.002),
     FilterRule("black_ratio", max=0.5),
-    FilterRule("abs_av_offset_ms", max=200.0),
-    FilterRule("sync_confidence", min=0.2),
+    FilterRule("abs_av_offset_ms", max=200.0, when="sync_confidence >= 0.4"),
 )
 
 
@@ -138,6 +142,13 @@ class Config:
             for rule in kwargs["filters"]:
                 if rule.min is None and rule.max is None:
                     raise ConfigError(f"filter on '{rule.score}' needs a min or a max")
+                if rule.when is not None:
+                    from .filters import parse_condition
+
+                    try:
+                        parse_condition(rule.when)
+                    except ValueError as e:
+                        raise ConfigError(str(e)) from None
         return cls(**kwargs)
 
     @classmethod
@@ -155,4 +166,7 @@ def _build(section_cls: type, values: Any, where: str) -> Any:
     unknown = set(values) - names
     if unknown:
         raise ConfigError(f"unknown key(s) {sorted(unknown)} in '{where}'; known: {sorted(names)}")
+    # 200 and 200.0 are the same setting: make them hash the same.
+    floats = {f.name for f in dataclasses.fields(section_cls) if str(f.type).startswith("float")}
+    values = {k: float(v) if k in floats and isinstance(v, int) and not isinstance(v, bool) else v for k, v in values.items()}
     return section_cls(**values)

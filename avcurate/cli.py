@@ -1,0 +1,98 @@
+"""avcurate command line: `avcurate run` curates videos into shards, `avcurate inspect` summarises an output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+
+from .config import Config, ConfigError
+from .fsutil import delete_tree, is_local
+from .ingest import IngestError, expand_inputs
+from .summary import format_summary, summarize
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avcurate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run",
+        help="curate raw videos into WebDataset shards, a Parquet index and a ledger",
+        description="Curate raw videos into clean AV clips. Arguments avcurate does not know are passed to Beam "
+        "(e.g. --project, --region, --temp_location for --runner DataflowRunner).",
+    )
+    run.add_argument("--config", help="YAML config (default: built-in defaults; see pipelines/configs/)")
+    run.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        help="a file, folder, glob, gs:// or s3:// path, or a .csv/.parquet/.jsonl manifest with a 'uri' column; "
+        "repeatable",
+    )
+    run.add_argument("--output", required=True, help="output folder (local, gs:// or s3://)")
+    run.add_argument("--runner", default="local", help="'local' (default: multi-process, no network) or any Beam runner")
+    run.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
+    run.add_argument("--overwrite", action="store_true", help="replace the shards, index and ledger of an earlier run")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    inspect = commands.add_parser("inspect", help="summarise an output folder")
+    inspect.add_argument("output")
+    inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, beam_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "inspect":
+        if beam_args:
+            parser.error(f"unrecognised arguments: {' '.join(beam_args)}")
+        summary = summarize(args.output)
+        print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
+        return 0
+    try:
+        cfg = Config.load(args.config)
+        sources = expand_inputs(args.input)
+    except (ConfigError, IngestError, OSError) as e:
+        print(f"avcurate: {e}", file=sys.stderr)
+        return 2
+    output = args.output.rstrip("/")
+    if not _prepare_output(output, args.overwrite):
+        return 2
+    from .beam.pipeline import run  # Beam is imported only when a pipeline runs
+
+    report = run(sources, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args)
+    summary = summarize(output)
+    if args.json:
+        print(json.dumps({**summary, "wall_s": round(report.wall_s, 2), "counters": report.counters}, indent=2))
+    else:
+        print(format_summary(summary, report.wall_s))
+    return 0
+
+
+def _prepare_output(output: str, overwrite: bool) -> bool:
+    from apache_beam.io.filesystems import FileSystems
+
+    previous = [p for p in ("index.parquet", "ledger.parquet", "shards") if FileSystems.exists(f"{output}/{p}")]
+    if previous and not overwrite:
+        print(f"avcurate: {output} already holds a run ({', '.join(previous)}); pass --overwrite or pick another "
+              "--output", file=sys.stderr)
+        return False
+    for name in previous:
+        path = f"{output}/{name}"
+        if name == "shards":
+            delete_tree(path)
+        else:
+            FileSystems.delete([path])
+    if is_local(output):
+        import os
+
+        os.makedirs(f"{output}/shards", exist_ok=True)
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Encode clips: H.264 video while frames stream past, then AAC audio and the final MP4 once the clip's
+audio shift is known. Deterministic: fixed encoder settings and thread count, no timestamps in headers."""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from .config import EncodeConfig
+
+_AAC_FRAME = 1024
+
+
+class VideoClipWriter:
+    """Streams yuv420p frames of one clip into a video-only MP4 at `path` (a local temporary file)."""
+
+    def __init__(self, path: str, fps: float, size: tuple[int, int], cfg: EncodeConfig, threads: int) -> None:
+        self.path = path
+        self._container = av.open(path, mode="w", format="mp4")
+        rate = Fraction(fps).limit_denominator(1001)
+        stream = self._container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = threads
+        stream.options = {"crf": str(cfg.crf), "preset": cfg.preset}
+        self._stream = stream
+        self._time_base = 1 / rate
+        self.frames = 0
+
+    def write(self, frame: av.VideoFrame) -> None:
+        frame.pts = self.frames
+        frame.time_base = self._time_base
+        self._container.mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        self._container.mux(self._stream.encode(None))
+        self._container.close()
+
+
+def mux_clip(video_path: str, audio: np.ndarray, sample_rate: int, cfg: EncodeConfig) -> bytes:
+    """The final clip: the encoded video of `video_path` (copied, not re-encoded) plus `audio` as AAC."""
+    channels = audio.shape[0]
+    out_buffer = io.BytesIO()
+    with av.open(video_path, mode="r") as source, av.open(out_buffer, mode="w", format="mp4") as out:
+        in_video = source.streams.video[0]
+        out_video = out.add_stream_from_template(in_video)
+        out_audio = out.add_stream("aac", rate=sample_rate, layout="mono" if channels == 1 else "stereo")
+        out_audio.bit_rate = cfg.audio_bitrate
+        out_audio.codec_context.thread_count = 1
+        audio_packets = _encode_audio(out_audio, audio, sample_rate)
+        # Interleave by time so readers never buffer one whole stream to reach the other.
+        pending = iter(audio_packets)
+        next_audio = next(pending, None)
+        for packet in source.demux(in_video):
+            if packet.dts is None:
+                continue
+            video_time = float(packet.dts * packet.time_base)
+            while next_audio is not None and float(next_audio.dts * next_audio.time_base) <= video_time:
+                out.mux(next_audio)
+                next_audio = next(pending, None)
+            packet.stream = out_video
+            out.mux(packet)
+        while next_audio is not None:
+            out.mux(next_audio)
+            next_audio = next(pending, None)
+    return out_buffer.getvalue()
+
+
+def _encode_audio(stream: av.audio.stream.AudioStream, audio: np.ndarray, sample_rate: int) -> list[av.Packet]:
+    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    packets: list[av.Packet] = []
+    for start in range(0, audio.shape[1], _AAC_FRAME):
+        chunk = np.ascontiguousarray(audio[:, start : start + _AAC_FRAME], dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+        frame.sample_rate = sample_rate
+        frame.pts = start
+        frame.time_base = Fraction(1, sample_rate)
+        packets.extend(stream.encode(frame))
+    packets.extend(stream.encode(None))
+    return packets

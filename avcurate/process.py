@@ -1,0 +1,185 @@
+"""One source, end to end: probe, decode once, cut, score, filter, encode the kept clips, stage them.
+
+Plain Python, no Beam. Runs inside the sandbox (`avcurate.sandbox`) so a hostile file can be killed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .clips import END, Segmenter
+from .config import Config
+from .decode import AlignedDecoder, AVFrame, chroma, luma
+from .encode import VideoClipWriter, mux_clip
+from .filters import apply_filters, source_sync_correction
+from .fsutil import write_bytes
+from .model import KEPT, Clip, ClipScores, ProbeInfo, Source, SourceResult
+from .probe import check_decodable, open_container, probe_container
+from .sandbox import Sandbox, SourceFailure
+from .scorers import build_scorers
+from .scorers.base import ClipSignals
+
+_GRAY_STRIDE = 4  # scorers see luma at a quarter of the clip size: enough for motion and sync, 16x cheaper
+
+
+def probe_source(uri: str) -> ProbeInfo:
+    """Headers only: fast, and bounded separately so a file that blocks on open fails quickly."""
+    with open_container(uri) as container:
+        info = probe_container(container)
+        check_decodable(info, container)
+        return info
+
+
+@dataclass
+class _OpenClip:
+    """The clip being assembled while frames stream past."""
+
+    first_index: int
+    writer: VideoClipWriter
+    gray: list[np.ndarray] = field(default_factory=list)
+    audio: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, frame: AVFrame, y: np.ndarray) -> None:
+        self.writer.write(frame.video)
+        self.gray.append(y[::_GRAY_STRIDE, ::_GRAY_STRIDE].astype(np.float32) * (1.0 / 255.0))
+        self.audio.append(frame.audio)
+
+
+def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: str) -> SourceResult:
+    """Everything one source yields. Media errors propagate (the caller records them against the source)."""
+    scorers = build_scorers(cfg.scoring)
+    result = SourceResult(source=source)
+    audio_path = os.path.join(scratch_dir, "audio.f32")
+    with open_container(source.uri) as container:
+        result.probe = probe_container(container)
+        check_decodable(result.probe, container)
+        decoder = AlignedDecoder(container, cfg.decode)
+        segmenter = Segmenter(cfg.clips, cfg.decode.fps)
+        short_pieces = 0
+        current: _OpenClip | None = None
+
+        def close(reason: str, end_index: int) -> None:
+            nonlocal short_pieces
+            assert current is not None
+            current.writer.close()
+            n_frames = end_index - current.first_index
+            if not segmenter.long_enough(n_frames):
+                short_pieces += 1
+                os.unlink(current.writer.path)
+                return
+            clip = _make_clip(source, cfg, current, end_index, decoder, reason)
+            signals = ClipSignals(
+                audio=np.concatenate(current.audio, axis=1),
+                sample_rate=cfg.decode.sample_rate,
+                gray=np.stack(current.gray),
+                fps=cfg.decode.fps,
+            )
+            for scorer in scorers:
+                for name, value in scorer.score(signals).items():
+                    setattr(clip.scores, name, value)
+            clip.staged_path = current.writer.path  # the video-only encode, until the final mux
+            result.clips.append(clip)
+
+        with open(audio_path, "wb") as audio_file:
+            last_index = -1
+            for frame in decoder:
+                # The whole source's audio goes to scratch so a sync correction can shift any clip's audio.
+                audio_file.write(np.ascontiguousarray(frame.audio.T).tobytes())
+                y = luma(frame.video)
+                u, v = chroma(frame.video)
+                n_in_clip = 0 if current is None else frame.index - current.first_index
+                reason = segmenter.boundary(n_in_clip, y, u, v)
+                if reason is not None:
+                    close(reason, frame.index)
+                    current = None
+                if current is None:
+                    path = os.path.join(scratch_dir, f"video-{frame.index:08d}.mp4")
+                    writer = VideoClipWriter(path, cfg.decode.fps, decoder.size, cfg.encode, cfg.decode.threads)
+                    current = _OpenClip(frame.index, writer)
+                current.add(frame, y)
+                last_index = frame.index
+            if current is not None:
+                close(END, last_index + 1)
+        result.probe.rotation = decoder.rotation
+    if short_pieces:
+        result.note = f"{short_pieces} piece(s) shorter than {cfg.clips.min_s:g} s dropped"
+    if not result.clips and result.note is None:
+        result.note = "no clip"
+    _filter_and_stage(result, cfg, staging_dir, audio_path)
+    if decoder.corrupt_packets:
+        result.note = "; ".join(filter(None, [result.note, f"{decoder.corrupt_packets} corrupt packet(s) skipped"]))
+    return result
+
+
+def _make_clip(
+    source: Source, cfg: Config, current: _OpenClip, end_index: int, decoder: AlignedDecoder, reason: str
+) -> Clip:
+    fps = cfg.decode.fps
+    width, height = decoder.size
+    return Clip(
+        source_id=source.source_id,
+        source_uri=source.uri,
+        clip_index=current.first_index,  # frame number of the clip start: stable, and unique in its source
+        start_s=round(current.first_index / fps, 6),
+        end_s=round(end_index / fps, 6),
+        n_frames=end_index - current.first_index,
+        fps=fps,
+        width=width,
+        height=height,
+        sample_rate=cfg.decode.sample_rate,
+        channels=cfg.decode.channels,
+        scores=ClipScores(),
+        end_reason=reason,
+        source_meta=source.meta,
+        config_hash=cfg.hash,
+    )
+
+
+def _filter_and_stage(result: SourceResult, cfg: Config, staging_dir: str, audio_path: str) -> None:
+    """Decide the source's sync correction, filter every clip, mux and stage the kept ones."""
+    result.sync_correction_ms = source_sync_correction(result.clips, cfg.sync_correction)
+    channels, rate = cfg.decode.channels, cfg.decode.sample_rate
+    timeline = np.memmap(audio_path, dtype=np.float32, mode="r") if os.path.getsize(audio_path) else np.zeros(0)
+    timeline = timeline.reshape(-1, channels)
+    for clip in result.clips:
+        clip.sync_correction_ms = result.sync_correction_ms
+        apply_filters(clip, cfg.filters)
+        video_path, clip.staged_path = clip.staged_path, None
+        if clip.status == KEPT:
+            shift = clip.sync_correction_ms / 1000.0
+            start = round(clip.clip_index * rate / clip.fps + shift * rate)
+            stop = start + round((clip.clip_index + clip.n_frames) * rate / clip.fps) - round(
+                clip.clip_index * rate / clip.fps
+            )
+            data = mux_clip(video_path, _slice(timeline, start, stop).T, rate, cfg.encode)
+            clip.staged_path = f"{staging_dir.rstrip('/')}/{clip.key}.mp4"
+            clip.mp4_bytes = len(data)
+            write_bytes(clip.staged_path, data)
+        os.unlink(video_path)
+
+
+def _slice(timeline: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """timeline[start:stop] (samples x channels), zero-padded where it runs off either end."""
+    out = np.zeros((stop - start, timeline.shape[1]), np.float32)
+    lo, hi = max(start, 0), min(stop, timeline.shape[0])
+    if hi > lo:
+        out[lo - start : hi - start] = timeline[lo:hi]
+    return out
+
+
+def curate_source(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox) -> SourceResult:
+    """`process_source` in the sandbox, bounded in time and memory. Never raises: failures become results."""
+    scratch = tempfile.mkdtemp(prefix="avcurate-")
+    try:
+        probe = sandbox.call(probe_source, source.uri, timeout_s=cfg.decode.probe_timeout_s, what="probing")
+        budget = cfg.decode.timeout_s + cfg.decode.timeout_per_media_s * max(probe.duration_s, 0.0)
+        return sandbox.call(process_source, source, cfg, staging_dir, scratch, timeout_s=budget)
+    except SourceFailure as failure:
+        return SourceResult(source=source, error=str(failure), error_type=failure.kind)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,453 @@
+"""A small demo set of videos, good and deliberately broken, made with the ffmpeg CLI and espeak-ng.
+
+Every file exercises one thing the pipeline must get right (late audio, rotation, variable frame rate,
+an awkward name) or must fail on cleanly (empty, truncated, garbage, one stream only, no decoder, a read
+that never returns). The good videos carry flashes that coincide with beeps, so a sync scorer has
+something to find, and several lavfi scenes, so shot cuts exist.
+
+Deterministic: the same seed and ffmpeg build give the same bytes (bitexact flags, no metadata, seeded
+noise sources, single-threaded encoders).
+
+    python -m avcurate.sample FOLDER [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .model import FAILED, KEPT, REJECTED
+
+ODD_NAME = "Café 東京 #2 \"final\" it's.v1.2.mp4"
+TRUNCATE_FRACTION = 0.3
+LATE_AUDIO_S = 1.0
+UNKNOWN_FOURCC = b"ZZZZ"
+
+_BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1"]
+_H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-threads", "1"]
+_AAC = ["-c:a", "aac", "-b:a", "96k"]
+_FLASH_S = 0.08  # two frames at 25 fps: short enough not to read as a shot cut
+
+
+class SampleError(RuntimeError):
+    """A generator command failed; carries its stderr."""
+
+
+@dataclass(frozen=True)
+class SampleFile:
+    """One generated file and what the pipeline should make of it."""
+
+    key: str  # short stable handle (file names vary, e.g. the odd one)
+    path: Path
+    expect: str  # the source's expected status: model.KEPT, REJECTED or FAILED
+    why: str  # the property it exercises
+    duration_s: float = 0.0  # nominal media length; 0 where there is no readable media
+    error_type: str | None = None  # expected SourceResult.error_type when it fails
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class SampleSet:
+    folder: Path
+    files: list[SampleFile]
+    seconds: float  # wall time the generation took
+
+    def __getitem__(self, key: str) -> SampleFile:
+        for f in self.files:
+            if f.key == key:
+                return f
+        raise KeyError(f"no sample {key!r}; have {[f.key for f in self.files]}")
+
+    def expecting(self, status: str) -> list[SampleFile]:
+        return [f for f in self.files if f.expect == status]
+
+    @property
+    def good(self) -> list[SampleFile]:
+        return self.expecting(KEPT)
+
+    @property
+    def rejected(self) -> list[SampleFile]:
+        return self.expecting(REJECTED)
+
+    @property
+    def broken(self) -> list[SampleFile]:
+        return self.expecting(FAILED)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [f.path for f in self.files]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One shot: a lavfi video source (options but no size or rate) and filters that keep it moving."""
+
+    source: str
+    seconds: float
+    post: str = ""
+
+
+@dataclass(frozen=True)
+class Look:
+    """Picture and sound format of one output."""
+
+    size: tuple[int, int] = (320, 240)
+    fps: int = 25
+    sample_rate: int = 44100
+    stereo: bool = False
+
+
+@dataclass
+class _Job:
+    """Generation context of one file: its own random stream and scratch folder."""
+
+    folder: Path
+    scratch: Path
+    rng: random.Random
+
+    def seed(self) -> int:
+        return self.rng.randrange(1 << 31)
+
+
+def make_sample_set(folder: str | Path, *, seed: int = 0) -> SampleSet:
+    """Write the demo set into `folder` (created; files of the same names overwritten)."""
+    _require_tools()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="avcurate-sample-") as scratch_root:
+
+        def run(key_and_make: tuple[str, Callable[[_Job], SampleFile]]) -> SampleFile:
+            key, make = key_and_make
+            scratch = Path(scratch_root, key)
+            scratch.mkdir()
+            # A string seed is hashed with SHA-512: the same stream in every process, whatever PYTHONHASHSEED.
+            return make(_Job(folder, scratch, random.Random(f"{seed}:{key}")))
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            files = list(pool.map(run, _GENERATORS.items()))
+    files.append(_truncated(folder, files[0].path))
+    files += [_empty(folder), _random_bytes(folder, seed), _hang(folder)]
+    return SampleSet(folder=folder, files=files, seconds=time.monotonic() - started)
+
+
+# --- good videos -------------------------------------------------------------------------------------
+
+
+def _talk(job: _Job) -> SampleFile:
+    scenes = [
+        Scene("testsrc2", 4.0),
+        Scene("mandelbrot=maxiter=200", 4.0),
+        Scene(f"life=seed={job.seed()}:death_color=#203050:mold=10", 4.0),
+    ]
+    path = _av_video(job, "talk_h264_aac.mp4", scenes, Look(), "Welcome to the curation demo. "
+                     "Every clip you keep should have a picture and a sound that belong together.")
+    return SampleFile("talk", path, KEPT, "three shots, speech, H.264 + AAC 44.1 kHz mono", 12.0)
+
+
+def _street(job: _Job) -> SampleFile:
+    scenes = [
+        Scene(f"gradients=seed={job.seed()}:speed=0.03", 5.0),
+        Scene(f"sierpinski=seed={job.seed()}:jump=20", 5.0),
+        Scene("testsrc", 5.0),
+    ]
+    look = Look(size=(480, 270), fps=30, sample_rate=48000, stereo=True)
+    path = _av_video(job, "street_30fps_48k_stereo.mp4", scenes, look, "The street is busy this morning. "
+                     "Cars pass, people talk, and a bell rings now and then near the old station.")
+    return SampleFile("street", path, KEPT, "three shots, 30 fps 480x270, 48 kHz stereo AAC", 15.0)
+
+
+def _nature_vp9(job: _Job) -> SampleFile:
+    scenes = [
+        Scene(f"cellauto=seed={job.seed()}:rule=30", 3.5, post="negate,hue=h=120:s=4"),
+        Scene("mandelbrot=maxiter=150:start_scale=2", 3.5),
+        Scene(f"life=seed={job.seed()}:life_color=#c0ff80:death_color=#402010", 3.0),
+    ]
+    look = Look(sample_rate=48000)
+    codecs = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "400k", "-threads", "1",
+              "-c:a", "libopus", "-b:a", "48k"]
+    path = _av_video(job, "nature_vp9_opus.mkv", scenes, look, "Birds sing in the forest. "
+                     "Water runs over stones.", codecs=codecs)
+    return SampleFile("nature_vp9", path, KEPT, "three shots, Matroska with VP9 + Opus", 10.0)
+
+
+def _odd_name(job: _Job) -> SampleFile:
+    scenes = [Scene("testsrc2", 3.5), Scene(f"gradients=seed={job.seed()}", 3.5), Scene("smptehdbars", 3.0,
+                                                                                          post="scroll=h=0.004")]
+    # Written under a plain name, then renamed: the odd characters must reach the pipeline, not ffmpeg.
+    plain = _av_video(job, "odd_name.mp4", scenes, Look(), "A file name with spaces, quotes and a hash sign.")
+    path = plain.replace(job.folder / ODD_NAME)
+    return SampleFile("odd_name", path, KEPT, "spaces, unicode, quotes, '#' and several dots in the name", 10.0)
+
+
+def _late_audio(job: _Job) -> SampleFile:
+    """Audio begins LATE_AUDIO_S after the video; its timestamps say so, and honouring them keeps sync."""
+    scenes = [Scene("testsrc2", 5.0), Scene(f"sierpinski=seed={job.seed()}:type=triangle", 5.0)]
+    look, seconds = Look(), 10.0
+    events = _event_times(job.rng, seconds, first=LATE_AUDIO_S + 0.4)
+    speech = _speech(job, "The sound of this clip starts one second after its picture.")
+    audio = _audio_graph(look, seconds - LATE_AUDIO_S, job, speech_input=0,
+                         events=[t - LATE_AUDIO_S for t in events])
+    # asetpts moves the audio's timestamps; the MP4 muxer records the gap as an edit list.
+    graph = ";".join([_video_graph(scenes, look, events), f"{audio},asetpts=PTS+{LATE_AUDIO_S}/TB[a]"])
+    path = job.folder / "late_audio.mp4"
+    _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *_H264, *_AAC,
+             *_BITEXACT, str(path)])
+    return SampleFile("late_audio", path, KEPT, f"audio stream starts {LATE_AUDIO_S:.1f} s after the video",
+                      seconds)
+
+
+def _rotated(job: _Job) -> SampleFile:
+    """A phone held upright: landscape pixels plus a display matrix turning them to portrait."""
+    scenes = [Scene("testsrc2", 4.0), Scene(f"gradients=seed={job.seed()}", 4.0)]
+    portrait = Look(size=(270, 480))
+    events = _event_times(job.rng, 8.0)
+    speech = _speech(job, "This phone video was filmed upright.")
+    # Pixels stored turned a quarter counter-clockwise; rotate=90 tells players to turn them back.
+    graph = ";".join([
+        _video_graph(scenes, portrait, events, label="upright") + ";[upright]transpose=cclock[v]",
+        _audio_graph(portrait, 8.0, job, speech_input=0, events=events) + "[a]",
+    ])
+    path = job.folder / "phone_rotated.mp4"
+    _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *_H264, *_AAC, *_BITEXACT,
+             "-metadata:s:v:0", "rotate=90", str(path)])
+    return SampleFile("rotated", path, KEPT, "480x270 stored, display matrix rotates to portrait 270x480", 8.0)
+
+
+def _vfr(job: _Job) -> SampleFile:
+    """Frame rate changes mid-stream (30, 15, 24 fps), as in phone and screen recordings."""
+    seconds = 10.0
+    events = _event_times(job.rng, seconds)
+    shots = [(Scene("testsrc2", 4.0), 30), (Scene(f"gradients=seed={job.seed()}:speed=0.05", 3.0), 15),
+             (Scene("mandelbrot=maxiter=150", 3.0), 24)]
+    parts, offset = [], 0.0
+    for i, (scene, fps) in enumerate(shots):
+        look = Look(fps=fps)
+        # Each shot keeps its own rate; a 1/120 s time base holds 30, 15 and 24 fps frame times exactly.
+        parts.append(f"{_scene_filter(scene, look)},settb=1/120,setpts=PTS+{offset}/TB[s{i}]")
+        offset += scene.seconds
+    concat = "".join(f"[s{i}]" for i in range(len(shots))) + f"concat=n={len(shots)}:v=1:a=0,{_flash(events)}[v]"
+    speech = _speech(job, "The frame rate of this recording changes from shot to shot.")
+    graph = ";".join([*parts, concat, _audio_graph(Look(), seconds, job, speech_input=0, events=events) + "[a]"])
+    path = job.folder / "vfr.mp4"
+    _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-fps_mode", "vfr",
+             "-video_track_timescale", "120", *_H264, *_AAC, *_BITEXACT, str(path)])
+    return SampleFile("vfr", path, KEPT, "variable frame rate: 30, then 15, then 24 fps", seconds)
+
+
+# --- rejected and broken -------------------------------------------------------------------------------
+
+
+def _black_silent(job: _Job) -> SampleFile:
+    look, seconds = Look(), 8.0
+    graph = (f"color=black:s={_size(look)}:r={look.fps}:d={seconds},format=yuv420p[v];"
+             f"anoisesrc=c=white:a=0.0005:seed={job.seed()}:r={look.sample_rate}:d={seconds}[a]")
+    path = job.folder / "black_silent.mp4"
+    _ffmpeg(["-filter_complex", graph, "-map", "[v]", "-map", "[a]", *_H264, *_AAC, *_BITEXACT, str(path)])
+    return SampleFile("black_silent", path, REJECTED, "black picture, audio at -66 dBFS: filters reject it", seconds)
+
+
+def _audio_only(job: _Job) -> SampleFile:
+    speech = _speech(job, "There is no picture in this file.")
+    path = job.folder / "audio_only.m4a"
+    _ffmpeg(["-i", str(speech), "-filter_complex", _audio_graph(Look(), 6.0, job, speech_input=0, events=[]) + "[a]",
+             "-map", "[a]", *_AAC, *_BITEXACT, str(path)])
+    return SampleFile("audio_only", path, FAILED, "no video stream", 6.0, error_type="probe")
+
+
+def _video_only(job: _Job) -> SampleFile:
+    graph = _video_graph([Scene("testsrc2", 3.0), Scene(f"gradients=seed={job.seed()}", 3.0)], Look(), [])
+    path = job.folder / "video_only.mp4"
+    _ffmpeg(["-filter_complex", graph, "-map", "[v]", *_H264, *_BITEXACT, str(path)])
+    return SampleFile("video_only", path, FAILED, "no audio stream", 6.0, error_type="probe")
+
+
+def _unsupported_codec(job: _Job) -> SampleFile:
+    """An AVI whose video FourCC names no codec, so libavcodec has no decoder for it."""
+    look, seconds = Look(), 4.0
+    graph = (_video_graph([Scene("testsrc2", seconds)], look, []) +
+             f";sine=f=440:r={look.sample_rate}:d={seconds}[a]")
+    path = job.folder / "unsupported_codec.avi"
+    _ffmpeg(["-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-c:v", "mpeg4", "-vtag", "FMP4",
+             "-c:a", "pcm_s16le", *_BITEXACT, str(path)])
+    _patch_avi_fourcc(path, UNKNOWN_FOURCC)
+    return SampleFile("unsupported_codec", path, FAILED,
+                      f"video FourCC patched to {UNKNOWN_FOURCC.decode()}: no decoder", seconds, error_type="probe")
+
+
+def _truncated(folder: Path, good: Path) -> SampleFile:
+    data = good.read_bytes()
+    path = folder / "truncated.mp4"
+    path.write_bytes(data[: int(len(data) * TRUNCATE_FRACTION)])
+    # ffmpeg writes the moov atom last, so the cut removes the index: nothing can be located.
+    return SampleFile("truncated", path, FAILED, f"first {TRUNCATE_FRACTION:.0%} of {good.name}: no moov atom",
+                      error_type="probe")
+
+
+def _empty(folder: Path) -> SampleFile:
+    path = folder / "empty.mp4"
+    path.write_bytes(b"")
+    return SampleFile("empty", path, FAILED, "zero bytes", error_type="probe")
+
+
+def _random_bytes(folder: Path, seed: int) -> SampleFile:
+    path = folder / "random_bytes.mp4"
+    path.write_bytes(random.Random(f"{seed}:random_bytes").randbytes(64 * 1024))
+    return SampleFile("random_bytes", path, FAILED, "64 KiB of random bytes named .mp4", error_type="probe")
+
+
+def _hang(folder: Path) -> SampleFile:
+    path = folder / "hang.mp4"
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    os.mkfifo(path)
+    return SampleFile("hang", path, FAILED, "a FIFO: opening it for reading blocks forever", error_type="timeout")
+
+
+_GENERATORS: dict[str, Callable[[_Job], SampleFile]] = {
+    # talk first: the truncated file is cut from it.
+    "talk": _talk,
+    "street": _street,
+    "nature_vp9": _nature_vp9,
+    "odd_name": _odd_name,
+    "late_audio": _late_audio,
+    "rotated": _rotated,
+    "vfr": _vfr,
+    "black_silent": _black_silent,
+    "audio_only": _audio_only,
+    "video_only": _video_only,
+    "unsupported_codec": _unsupported_codec,
+}
+
+
+# --- building blocks -----------------------------------------------------------------------------------
+
+
+def _av_video(job: _Job, name: str, scenes: Sequence[Scene], look: Look, text: str,
+              codecs: Sequence[str] = (*_H264, *_AAC)) -> Path:
+    """Shots cut together with flash/beep events, speech over a noise bed."""
+    seconds = sum(s.seconds for s in scenes)
+    events = _event_times(job.rng, seconds)
+    speech = _speech(job, text)
+    graph = ";".join([_video_graph(scenes, look, events),
+                      _audio_graph(look, seconds, job, speech_input=0, events=events) + "[a]"])
+    path = job.folder / name
+    _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *codecs, *_BITEXACT,
+             str(path)])
+    return path
+
+
+def _event_times(rng: random.Random, seconds: float, first: float = 0.4) -> list[float]:
+    """Irregular gaps, so a sync search cannot lock onto the wrong period."""
+    times, t = [], first
+    while t < seconds - 0.3:
+        times.append(round(t, 3))
+        t += rng.uniform(0.7, 1.6)
+    return times
+
+
+def _size(look: Look) -> str:
+    return f"{look.size[0]}x{look.size[1]}"
+
+
+def _scene_filter(scene: Scene, look: Look) -> str:
+    name, _, options = scene.source.partition("=")
+    source = f"{name}=s={_size(look)}:r={look.fps}" + (f":{options}" if options else "")
+    post = f",{scene.post}" if scene.post else ""
+    return f"{source}{post},trim=duration={scene.seconds},setpts=PTS-STARTPTS,format=yuv420p,setsar=1"
+
+
+def _flash(events: Sequence[float]) -> str:
+    """A white box, a ninth of the frame, during each event: visible motion, not a shot cut."""
+    box = "drawbox=x=iw/12:y=ih/12:w=iw/3:h=ih/3:color=white:t=fill"
+    return f"{box}:enable='{_windows(events)}'" if events else "null"
+
+
+def _windows(events: Sequence[float]) -> str:
+    return "+".join(f"between(t,{t:.3f},{t + _FLASH_S:.3f})" for t in events)
+
+
+def _video_graph(scenes: Sequence[Scene], look: Look, events: Sequence[float], label: str = "v") -> str:
+    shots = [f"{_scene_filter(s, look)}[s{i}]" for i, s in enumerate(scenes)]
+    inputs = "".join(f"[s{i}]" for i in range(len(scenes)))
+    return ";".join([*shots, f"{inputs}concat=n={len(scenes)}:v=1:a=0,{_flash(events)}[{label}]"])
+
+
+def _audio_graph(look: Look, seconds: float, job: _Job, *, speech_input: int, events: Sequence[float]) -> str:
+    """Speech from input `speech_input`, a pink-noise bed (never silent) and a beep at each event.
+
+    Returns a chain without its output label, so callers can append filters.
+    """
+    rate = look.sample_rate
+    beeps = f"0.35*sin(2*PI*880*t)*({_windows(events)})" if events else "0"
+    layout = "stereo" if look.stereo else "mono"
+    return ";".join([
+        f"[{speech_input}:a]aresample={rate},adelay=500:all=1,apad,atrim=duration={seconds}[speech]",
+        f"anoisesrc=c=pink:a=0.02:seed={job.seed()}:r={rate}:d={seconds}[bed]",
+        f"aevalsrc='{beeps}':s={rate}:d={seconds}[beeps]",
+        # Stereo with unequal channels, so a downmix is exercised, not just a channel pick.
+        f"[speech][bed][beeps]amix=inputs=3:normalize=0,"
+        + ("pan=stereo|c0=c0|c1=0.7*c0" if look.stereo else f"aformat=channel_layouts={layout}"),
+    ])
+
+
+def _speech(job: _Job, text: str) -> Path:
+    path = job.scratch / "speech.wav"
+    _run(["espeak-ng", "-v", "en", "-s", "165", "-w", str(path), text])
+    return path
+
+
+def _patch_avi_fourcc(path: Path, fourcc: bytes) -> None:
+    """Overwrite the video FourCC in both places AVI keeps it: strh's handler and strf's biCompression."""
+    data = bytearray(path.read_bytes())
+    strh = data.find(b"strh")
+    strf = data.find(b"strf", strh)
+    if strh < 0 or strf < 0 or data[strh + 8 : strh + 12] != b"vids":
+        raise SampleError(f"{path}: the first stream header is not a video one; cannot patch its FourCC")
+    data[strh + 12 : strh + 16] = fourcc  # "strh", size, fccType "vids", then fccHandler
+    data[strf + 24 : strf + 28] = fourcc  # "strf", size, then BITMAPINFOHEADER: biCompression at offset 16
+    path.write_bytes(bytes(data))
+
+
+def _ffmpeg(args: Sequence[str]) -> None:
+    _run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args])
+
+
+def _run(cmd: Sequence[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SampleError(f"{cmd[0]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+
+
+def _require_tools() -> None:
+    missing = [tool for tool in ("ffmpeg", "espeak-ng") if shutil.which(tool) is None]
+    if missing:
+        raise SampleError(f"{', '.join(missing)} not found on PATH; install them (scripts/setup.sh does)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write avcurate's demo videos, good and broken, into FOLDER.")
+    parser.add_argument("folder")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    samples = make_sample_set(args.folder, seed=args.seed)
+    for f in samples.files:
+        length = f"{f.duration_s:5.1f} s" if f.duration_s else "    - "
+        print(f"{f.expect:9} {length}  {f.name!r:45}  {f.why}")
+    print(f"{len(samples.files)} files in {samples.folder} ({samples.seconds:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""WebDataset tar shards: plan which kept clips go where, then write each shard atomically and reproducibly.
+
+A shard holds, per clip and in key order, `{key}.mp4` (the staged encoded clip) then `{key}.json` (its
+metadata plus the shard name). Headers carry no time, owner or host, so the same clips give the same bytes.
+Writes go through Beam's FileSystems, so shards can land on local disk, `gs://` or `s3://` alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tarfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from avcurate.model import KEPT, Clip
+
+BLOCK = tarfile.BLOCKSIZE  # 512: every header and every member's padded data
+RECORD = tarfile.RECORDSIZE  # tarfile pads the finished archive to a multiple of this
+TAR_FORMAT = tarfile.USTAR_FORMAT  # safe keys are short ASCII, so plain USTAR headers always suffice
+# WebDataset splits a member name at its first dot into key and extension, so a key may hold no dot,
+# no slash; it must also fit a USTAR name field with its extension.
+SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,90}")
+
+
+@dataclass
+class ShardPlan:
+    """One shard to write: its file name and its clips in key order (each with `shard` set to that name)."""
+
+    name: str
+    clips: list[Clip]
+    n_bytes: int  # the tar's exact size, if every clip's `mp4_bytes` is its staged file's size
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """What one written shard holds."""
+
+    name: str
+    n_clips: int
+    n_bytes: int
+    sha256: str
+
+
+def shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:06d}.tar"
+
+
+def sample_json(clip: Clip, shard: str) -> bytes:
+    """The `{key}.json` member: canonical JSON, so equal metadata gives equal bytes."""
+    meta: dict[str, Any] = {**clip.metadata(), "shard": shard}
+    # allow_nan=False: NaN/Infinity are not JSON; fail here rather than write a sample readers reject.
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
+def plan_shards(clips: list[Clip], *, prefix: str, max_clips: int, max_bytes: int) -> list[ShardPlan]:
+    """Assign the kept clips, in key order, to consecutive shards under both caps.
+
+    A clip too large for `max_bytes` on its own still gets a shard, alone. Rejected clips are ignored.
+    """
+    if max_clips < 1 or max_bytes < 1:
+        raise ValueError(f"shard caps must be positive, got max_clips={max_clips}, max_bytes={max_bytes}")
+    kept = sorted((c for c in clips if c.status == KEPT), key=lambda c: c.key)
+    _check_writable(kept)
+    plans: list[ShardPlan] = []
+    members: list[Clip] = []
+    payload = 0  # bytes of the current shard's members, without the end-of-archive padding
+    for clip in kept:
+        name = shard_name(prefix, len(plans))
+        size = _members_size(clip, name)
+        if members and (len(members) >= max_clips or _tar_size(payload + size) > max_bytes):
+            plans.append(ShardPlan(name, members, _tar_size(payload)))
+            members, payload = [], 0
+            name = shard_name(prefix, len(plans))
+            size = _members_size(clip, name)  # the json member names the shard, so re-measure it
+        members.append(dataclasses.replace(clip, shard=name))
+        payload += size
+    if members:
+        plans.append(ShardPlan(shard_name(prefix, len(plans)), members, _tar_size(payload)))
+    return plans
+
+
+def write_shard(plan: ShardPlan, shards_dir: str) -> ShardInfo:
+    """Write one planned shard to `shards_dir`; the final name exists only once the tar is complete."""
+    with atomic_create(FileSystems.join(shards_dir, plan.name), "application/x-tar") as out:
+        with tarfile.open(fileobj=out, mode="w|", format=TAR_FORMAT) as tar:
+            for clip in plan.clips:
+                _add_clip(tar, clip, plan.name)
+    return ShardInfo(name=plan.name, n_clips=len(plan.clips), n_bytes=out.n_bytes, sha256=out.sha256)
+
+
+class DigestWriter:
+    """Forwards writes to a file while counting and hashing them, so nothing has to be read back."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.n_bytes = 0
+        self.closed = False  # pyarrow checks this; closing is left to atomic_create
+
+    def write(self, data: bytes) -> int:
+        self._raw.write(data)
+        self._hash.update(data)
+        self.n_bytes += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+@contextmanager
+def atomic_create(path: str, mime_type: str) -> Iterator[DigestWriter]:
+    """Write to a hidden temporary name next to `path`, renamed to `path` only if the block succeeds.
+
+    The temporary name starts with a dot and ends in `.tmp-<uuid>`, so globs like `clips-*.tar` never see it;
+    on any failure it is removed and the error propagates.
+    """
+    folder, name = FileSystems.split(path)
+    tmp = FileSystems.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")
+    raw = FileSystems.create(tmp, mime_type=mime_type, compression_type=CompressionTypes.UNCOMPRESSED)
+    try:
+        yield DigestWriter(raw)
+        raw.close()
+        FileSystems.rename([tmp], [path])
+    except BaseException:
+        _discard(raw, tmp)
+        raise
+
+
+def _discard(raw: BinaryIO, tmp: str) -> None:
+    # Best effort: the original error matters more than a failed cleanup.
+    with suppress(Exception):
+        raw.close()
+    with suppress(Exception):
+        if FileSystems.exists(tmp):
+            FileSystems.delete([tmp])
+
+
+def _add_clip(tar: tarfile.TarFile, clip: Clip, shard: str) -> None:
+    assert clip.staged_path is not None  # plan_shards checked it
+    with FileSystems.open(clip.staged_path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+        # addfile copies exactly `size` bytes in small chunks and fails if the file is shorter.
+        tar.addfile(_tarinfo(f"{clip.key}.mp4", clip.mp4_bytes), src)
+        if src.read(1):
+            raise ValueError(f"staged file {clip.staged_path} is larger than mp4_bytes={clip.mp4_bytes}")
+    data = sample_json(clip, shard)
+    tar.addfile(_tarinfo(f"{clip.key}.json", len(data)), _BytesReader(data))
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    """A header with nothing that varies between runs or machines."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+class _BytesReader:
+    """Minimal reader for tarfile.addfile over bytes already in memory."""
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+
+    def read(self, n: int = -1) -> bytes:
+        n = len(self._view) if n < 0 else n
+        chunk, self._view = self._view[:n], self._view[n:]
+        return bytes(chunk)
+
+
+def _check_writable(kept: list[Clip]) -> None:
+    seen: set[str] = set()
+    for clip in kept:
+        if not SAFE_KEY.fullmatch(clip.key):
+            raise ValueError(f"clip key {clip.key!r} is not tar/WebDataset-safe (letters, digits, '-', '_')")
+        if clip.key in seen:
+            raise ValueError(f"duplicate clip key {clip.key!r}: two samples would merge in WebDataset")
+        if clip.staged_path is None:
+            raise ValueError(f"kept clip {clip.key} has no staged_path to write")
+        seen.add(clip.key)
+
+
+def _padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+def _members_size(clip: Clip, shard: str) -> int:
+    """Bytes the clip's two members take in the tar: a header block each plus block-padded data."""
+    return 2 * BLOCK + _padded(clip.mp4_bytes) + _padded(len(sample_json(clip, shard)))
+
+
+def _tar_size(payload: int) -> int:
+    """The archive's size: members, two zero end blocks, then padding to a whole record."""
+    return -(-(payload + 2 * BLOCK) // RECORD) * RECORD

@@ -1,0 +1,176 @@
+"""The Parquet index (one row per clip, kept or rejected) and ledger (one row per input), reproducibly written.
+
+Schemas follow the model: a new ClipScores or ProbeInfo field becomes a column, and the committed
+schemas/*.json (checked by a test) make such a change visible. Bump the version on any breaking change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from avcurate.model import KEPT, REJECTED, Clip, ClipScores, ProbeInfo, SourceResult
+from avcurate.writers.shards import atomic_create
+
+INDEX_SCHEMA_VERSION = 1
+LEDGER_SCHEMA_VERSION = 1
+VERSION_KEY = "avcurate.schema_version"
+
+_ARROW_TYPES: dict[type, pa.DataType] = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_()}
+
+# Fixed writer options: with no timestamps in Parquet, equal tables give byte-identical files.
+_PARQUET_OPTIONS: dict[str, Any] = {
+    "version": "2.6",
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "data_page_version": "1.0",
+    "row_group_size": 1 << 20,
+    "store_schema": True,  # keeps non-null flags and the version metadata on read-back
+}
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    """The Arrow type of a plain model field annotation such as `int` or `float | None`."""
+    if isinstance(annotation, types.UnionType):
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _ARROW_TYPES[inner]
+    return _ARROW_TYPES[annotation]
+
+
+def _model_fields(cls: type, prefix: str = "") -> list[pa.Field]:
+    """One nullable column per dataclass field; nullable because a missing score or probe is a null."""
+    hints = typing.get_type_hints(cls)
+    return [pa.field(prefix + f.name, _arrow_type(hints[f.name])) for f in dataclasses.fields(cls)]
+
+
+SCORE_FIELDS = [f.name for f in dataclasses.fields(ClipScores)]
+PROBE_FIELDS = [f.name for f in dataclasses.fields(ProbeInfo)]
+
+INDEX_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("clip_index", pa.int64(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("end_reason", pa.string(), nullable=False),
+        pa.field("n_frames", pa.int64(), nullable=False),
+        pa.field("fps", pa.float64(), nullable=False),
+        pa.field("width", pa.int64(), nullable=False),
+        pa.field("height", pa.int64(), nullable=False),
+        pa.field("sample_rate", pa.int64(), nullable=False),
+        pa.field("channels", pa.int64(), nullable=False),
+        *_model_fields(ClipScores),
+        pa.field("sync_correction_ms", pa.float64(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        # "element": the item name Parquet uses, so the schema reads back unchanged.
+        # "element" is the item name Parquet writes, so the schema reads back unchanged.
+        pa.field("reasons", pa.list_(pa.field("element", pa.string(), nullable=False)), nullable=False),
+        pa.field("shard", pa.string()),  # set for kept clips only
+        pa.field("source_meta", pa.string(), nullable=False),  # canonical JSON of the manifest's extra columns
+        pa.field("config_hash", pa.string(), nullable=False),
+        pa.field("schema_version", pa.int64(), nullable=False),
+    ],
+    metadata={VERSION_KEY: str(INDEX_SCHEMA_VERSION)},
+)
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # kept / rejected / failed
+        pa.field("n_clips", pa.int64(), nullable=False),
+        pa.field("n_kept", pa.int64(), nullable=False),
+        pa.field("n_rejected", pa.int64(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("error_type", pa.string()),
+        pa.field("note", pa.string()),
+        pa.field("sync_correction_ms", pa.float64(), nullable=False),
+        *_model_fields(ProbeInfo, prefix="probe_"),  # all null when probing failed
+    ],
+    metadata={VERSION_KEY: str(LEDGER_SCHEMA_VERSION)},
+)
+
+
+def index_row(clip: Clip) -> dict[str, Any]:
+    return {
+        "key": clip.key,
+        "source_id": clip.source_id,
+        "source_uri": clip.source_uri,
+        "clip_index": clip.clip_index,
+        "start_s": clip.start_s,
+        "end_s": clip.end_s,
+        "duration_s": clip.duration_s,
+        "end_reason": clip.end_reason,
+        "n_frames": clip.n_frames,
+        "fps": clip.fps,
+        "width": clip.width,
+        "height": clip.height,
+        "sample_rate": clip.sample_rate,
+        "channels": clip.channels,
+        **clip.scores.to_dict(),
+        "sync_correction_ms": clip.sync_correction_ms,
+        "status": clip.status,
+        "reasons": list(clip.reasons),
+        "shard": clip.shard,
+        "source_meta": canonical_json(clip.source_meta),
+        "config_hash": clip.config_hash,
+        "schema_version": INDEX_SCHEMA_VERSION,
+    }
+
+
+def ledger_row(result: SourceResult) -> dict[str, Any]:
+    probe = result.probe.to_dict() if result.probe is not None else {}
+    return {
+        "source_id": result.source.source_id,
+        "uri": result.source.uri,
+        "status": result.status,
+        "n_clips": len(result.clips),
+        "n_kept": sum(c.status == KEPT for c in result.clips),
+        "n_rejected": sum(c.status == REJECTED for c in result.clips),
+        "error": result.error,
+        "error_type": result.error_type,
+        "note": result.note,
+        "sync_correction_ms": result.sync_correction_ms,
+        **{f"probe_{name}": probe.get(name) for name in PROBE_FIELDS},
+    }
+
+
+def index_table(clips: list[Clip]) -> pa.Table:
+    """One row per clip, kept or rejected, sorted by key."""
+    return _table([index_row(c) for c in sorted(clips, key=lambda c: c.key)], INDEX_SCHEMA)
+
+
+def ledger_table(results: list[SourceResult]) -> pa.Table:
+    """One row per input, sorted by URI then source id."""
+    ordered = sorted(results, key=lambda r: (r.source.uri, r.source.source_id))
+    return _table([ledger_row(r) for r in ordered], LEDGER_SCHEMA)
+
+
+def write_table(table: pa.Table, path: str) -> None:
+    """Write Parquet through FileSystems, atomically (temp name, then rename) and byte-reproducibly."""
+    with atomic_create(path, "application/vnd.apache.parquet") as out:
+        pq.write_table(table, out, **_PARQUET_OPTIONS)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    table = pa.Table.from_pylist(rows, schema=schema)
+    # Arrow does not enforce non-null flags when building; catch a model bug here, not in a reader.
+    for field in schema:
+        if not field.nullable and table.column(field.name).null_count:
+            raise ValueError(f"column {field.name!r} must not be null")
+    return table

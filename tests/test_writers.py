@@ -1,0 +1,382 @@
+"""Shard planning and writing, the Parquet index and ledger, and the committed output schemas."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from avcurate import schemas
+from avcurate.model import FAILED, KEPT, REJECTED, Clip, ClipScores, ProbeInfo, Source, SourceResult
+from avcurate.writers import index_table, ledger_table, plan_shards, write_shard, write_table
+from avcurate.writers import shards
+from avcurate.writers.shards import SAFE_KEY, ShardPlan
+
+# Source URIs with spaces, unicode, '#', '?', dots: keys must still be tar- and WebDataset-safe.
+ODD_URIS = [
+    "gs://bucket/my video #1.mp4",
+    "s3://b/vidéo/ファイル.v2.final.mp4",
+    "/data/a.b.c/x y.MOV",
+    "https://host/path/clip.mp4?t=1&x=y#frag",
+]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three small real MP4s (1 s of test pattern and a tone each), different content and sizes."""
+    folder = tmp_path_factory.mktemp("media")
+    paths = []
+    for i, freq in enumerate((220, 440, 880)):
+        path = folder / f"staged-{i}.mp4"
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-nostdin", "-y",
+             "-f", "lavfi", "-i", f"testsrc2=size={96 + 32 * i}x64:rate=25:duration=1",
+             "-f", "lavfi", "-i", f"sine=frequency={freq}:sample_rate=16000:duration=1",
+             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-threads", "1",
+             "-c:a", "aac", "-shortest", "-fflags", "+bitexact", str(path)],
+            check=True,
+        )  # fmt: skip
+        paths.append(path)
+    return paths
+
+
+def make_clip(uri: str, index: int, staged: Path | None, *, status: str = KEPT, mp4_bytes: int | None = None) -> Clip:
+    source = Source.from_uri(uri, {"title": f"vidéo {index}", "tags": ["a", "b"]})
+    return Clip(
+        source_id=source.source_id,
+        source_uri=uri,
+        clip_index=index,
+        start_s=2.0 * index,
+        end_s=2.0 * index + 1.0,
+        n_frames=25,
+        fps=25.0,
+        width=96,
+        height=64,
+        sample_rate=16000,
+        channels=1,
+        scores=ClipScores(loudness_dbfs=-20.5, silence_ratio=0.0, motion_score=0.03, av_offset_ms=40.0),
+        end_reason="shot",
+        status=status,
+        reasons=[] if status == KEPT else ["silence_ratio", "motion_score"],
+        source_meta=source.meta,
+        config_hash="0123456789ab",
+        staged_path=str(staged) if staged is not None else None,
+        mp4_bytes=mp4_bytes if mp4_bytes is not None else (staged.stat().st_size if staged else 0),
+    )
+
+
+@pytest.fixture
+def real_clips(media: list[Path]) -> list[Clip]:
+    """Kept clips from the odd URIs over the real MP4s, plus one rejected clip."""
+    clips = [make_clip(uri, i, media[i % len(media)]) for i, uri in enumerate(ODD_URIS)]
+    clips.append(make_clip(ODD_URIS[0], 7, media[0], status=REJECTED))
+    return clips
+
+
+def synthetic(n: int, mp4_bytes: int = 1000) -> list[Clip]:
+    return [make_clip(f"file:///v/{i}.mp4", i, None, mp4_bytes=mp4_bytes) for i in range(n)]
+
+
+def with_staged(clips: list[Clip]) -> list[Clip]:
+    return [dataclasses.replace(c, staged_path="/unused.mp4") for c in clips]
+
+
+def write_all(plans: list[ShardPlan], folder: Path) -> dict[str, str]:
+    return {info.name: info.sha256 for info in (write_shard(p, str(folder)) for p in plans)}
+
+
+# --- planning ---------------------------------------------------------------------------------------------
+
+
+def test_plan_by_count_sorted_and_named() -> None:
+    clips = with_staged(synthetic(5))
+    clips.append(dataclasses.replace(clips[0], clip_index=99, status=REJECTED))
+    plans = plan_shards(list(reversed(clips)), prefix="clips", max_clips=2, max_bytes=1 << 30)
+
+    assert [p.name for p in plans] == ["clips-000000.tar", "clips-000001.tar", "clips-000002.tar"]
+    assert [len(p.clips) for p in plans] == [2, 2, 1]
+    keys = [c.key for p in plans for c in p.clips]
+    assert keys == sorted(c.key for c in clips if c.status == KEPT)  # rejected clips are not sharded
+    assert all(c.shard == p.name for p in plans for c in p.clips)
+    assert all(c.shard is None for c in clips)  # the caller's clips are left alone
+    assert plans == plan_shards(clips, prefix="clips", max_clips=2, max_bytes=1 << 30)  # input order is moot
+
+
+def test_plan_by_bytes_and_oversized_clip_alone() -> None:
+    # Each clip: 2 headers + 20480 mp4 + one json block = 22016 bytes; two fit in a 51200-byte tar, three don't.
+    clips = with_staged(synthetic(5, mp4_bytes=20000))
+    big_key = sorted(c.key for c in clips)[2]
+    clips = [dataclasses.replace(c, mp4_bytes=10**6) if c.key == big_key else c for c in clips]
+    plans = plan_shards(clips, prefix="x", max_clips=100, max_bytes=51200)
+
+    assert [len(p.clips) for p in plans] == [2, 1, 2]
+    assert plans[1].clips[0].key == big_key
+    assert plans[1].n_bytes > 51200
+    assert all(p.n_bytes <= 51200 for p in (plans[0], plans[2]))
+    assert all(p.n_bytes % tarfile.RECORDSIZE == 0 for p in plans)
+
+
+def test_plan_refuses_bad_input() -> None:
+    clip = synthetic(1)[0]
+    with pytest.raises(ValueError, match="staged_path"):
+        plan_shards([clip], prefix="c", max_clips=1, max_bytes=1 << 20)
+    staged = with_staged([clip])[0]
+    with pytest.raises(ValueError, match="duplicate"):
+        plan_shards([staged, staged], prefix="c", max_clips=9, max_bytes=1 << 20)
+    for bad_id in ("a.b", "a/b", "ü", "a b"):
+        with pytest.raises(ValueError, match="safe"):
+            plan_shards([dataclasses.replace(staged, source_id=bad_id)], prefix="c", max_clips=9, max_bytes=1 << 20)
+    with pytest.raises(ValueError, match="positive"):
+        plan_shards([staged], prefix="c", max_clips=0, max_bytes=1 << 20)
+    nan_scores = dataclasses.replace(staged, scores=ClipScores(loudness_dbfs=float("nan")))
+    with pytest.raises(ValueError):  # NaN is not JSON: fail at planning, not in a reader
+        plan_shards([nan_scores], prefix="c", max_clips=9, max_bytes=1 << 20)
+
+
+def test_odd_uris_give_safe_keys(real_clips: list[Clip]) -> None:
+    for clip in real_clips:
+        assert SAFE_KEY.fullmatch(clip.key)
+        assert "." not in clip.key and "/" not in clip.key
+
+
+# --- shards -----------------------------------------------------------------------------------------------
+
+
+def test_shards_read_back_with_webdataset_and_tarfile(real_clips: list[Clip], tmp_path: Path) -> None:
+    plans = plan_shards(real_clips, prefix="clips", max_clips=3, max_bytes=1 << 30)
+    assert [len(p.clips) for p in plans] == [3, 1]
+    infos = [write_shard(p, str(tmp_path)) for p in plans]
+    assert sorted(os.listdir(tmp_path)) == ["clips-000000.tar", "clips-000001.tar"]
+
+    by_key = {c.key: c for p in plans for c in p.clips}
+    expected_keys = sorted(by_key)
+    for plan, info in zip(plans, infos):
+        path = tmp_path / plan.name
+        assert (info.name, info.n_clips) == (plan.name, len(plan.clips))
+        assert info.n_bytes == path.stat().st_size == plan.n_bytes  # the plan's size estimate is exact
+        assert info.sha256 == sha256(path)
+
+    url = str(tmp_path / "clips-{000000..000001}.tar")
+    samples = list(wds.WebDataset(url, shardshuffle=False))
+    assert [s["__key__"] for s in samples] == expected_keys
+    for sample in samples:
+        clip = by_key[sample["__key__"]]
+        assert set(sample) >= {"mp4", "json"}
+        assert sample["mp4"] == Path(clip.staged_path or "").read_bytes()
+        meta = json.loads(sample["json"])
+        assert meta == {**clip.metadata(), "shard": clip.shard}
+        schemas.validate_sample_metadata(meta)
+        canonical = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+        assert sample["json"] == canonical.encode("utf-8")
+
+    with tarfile.open(tmp_path / plans[0].name) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == [f"{k}.{ext}" for k in expected_keys[:3] for ext in ("mp4", "json")]
+    for m in members:
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode, m.type) == (0, 0, 0, "", "", 0o644, tarfile.REGTYPE)
+
+
+def test_shards_are_byte_identical_across_runs(real_clips: list[Clip], tmp_path: Path) -> None:
+    plans = plan_shards(real_clips, prefix="clips", max_clips=2, max_bytes=1 << 30)
+    first = write_all(plans, tmp_path / "a")
+    replanned = plan_shards(list(reversed(real_clips)), prefix="clips", max_clips=2, max_bytes=1 << 30)
+    again = write_all(replanned, tmp_path / "b")
+    rewritten = write_all(plans, tmp_path / "a")  # overwriting in place
+    assert first == again == rewritten
+    assert {n: sha256(tmp_path / "b" / n) for n in first} == first
+    assert sorted(os.listdir(tmp_path / "a")) == sorted(first)
+
+
+def test_final_name_appears_only_when_complete(
+    real_clips: list[Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (plan,) = plan_shards(real_clips, prefix="clips", max_clips=10, max_bytes=1 << 30)
+    seen: list[list[str]] = []
+    add_clip = shards._add_clip
+
+    def spying_add_clip(tar: tarfile.TarFile, clip: Clip, shard: str) -> None:
+        seen.append(sorted(os.listdir(tmp_path)))
+        add_clip(tar, clip, shard)
+
+    monkeypatch.setattr(shards, "_add_clip", spying_add_clip)
+    write_shard(plan, str(tmp_path))
+    assert len(seen) == len(plan.clips)
+    for listing in seen:  # mid-write: only the hidden temporary, which a `clips-*.tar` glob skips
+        assert len(listing) == 1 and listing[0].startswith(".clips-000000.tar.tmp-")
+    assert os.listdir(tmp_path) == ["clips-000000.tar"]
+    assert list(tmp_path.glob("clips-*.tar")) == [tmp_path / "clips-000000.tar"]
+
+
+@pytest.mark.parametrize("fault", ["missing", "shorter", "longer"])
+def test_failed_shard_leaves_no_file(real_clips: list[Clip], tmp_path: Path, fault: str) -> None:
+    (plan,) = plan_shards(real_clips, prefix="clips", max_clips=10, max_bytes=1 << 30)
+    second = plan.clips[1]
+    if fault == "missing":
+        broken = dataclasses.replace(second, staged_path=str(tmp_path / "gone.mp4"))
+    else:  # the staged file disagrees with the size the plan was made with
+        broken = dataclasses.replace(second, mp4_bytes=second.mp4_bytes + (1 if fault == "shorter" else -1))
+    plan.clips[1] = broken
+    out = tmp_path / "shards"
+    out.mkdir()
+    with pytest.raises(Exception):
+        write_shard(plan, str(out))
+    assert os.listdir(out) == []  # neither the final name nor a temporary file
+
+
+# --- index and ledger -------------------------------------------------------------------------------------
+
+
+def sources_and_results(real_clips: list[Clip]) -> tuple[list[Clip], list[SourceResult]]:
+    plans = plan_shards(real_clips, prefix="clips", max_clips=2, max_bytes=1 << 30)
+    sharded = {c.key: c for p in plans for c in p.clips}
+    clips = [sharded.get(c.key, c) for c in real_clips]
+    probe = ProbeInfo(format_name="mov,mp4", duration_s=12.5, size_bytes=1234, has_video=True, has_audio=True,
+                      video_codec="h264", width=96, height=64, fps=25.0, sample_rate=16000, channels=1)  # fmt: skip
+    results = [
+        SourceResult(Source.from_uri(uri), probe=probe, clips=[c for c in clips if c.source_uri == uri])
+        for uri in ODD_URIS
+    ]
+    results.append(SourceResult(Source.from_uri("gs://bucket/empty.mp4"), probe=probe, note="too short"))
+    results.append(SourceResult(Source.from_uri("/broken #2.mp4"), error="moov atom not found", error_type="probe"))
+    return clips, results
+
+
+def test_index_table(real_clips: list[Clip], tmp_path: Path) -> None:
+    clips, _ = sources_and_results(real_clips)
+    path = tmp_path / "index.parquet"
+    write_table(index_table(clips), str(path))
+    schemas.validate_index(pq.read_table(path))
+
+    df = pd.read_parquet(path)
+    assert list(df["key"]) == sorted(c.key for c in clips)
+    by_key = {c.key: c for c in clips}
+    for row in df.to_dict("records"):
+        clip = by_key[row["key"]]
+        assert row["status"] == clip.status
+        assert list(row["reasons"]) == clip.reasons
+        assert json.loads(row["source_meta"]) == clip.source_meta
+        assert row["duration_s"] == pytest.approx(clip.duration_s)
+        assert row["loudness_dbfs"] == clip.scores.loudness_dbfs
+        assert pd.isna(row["black_ratio"])  # a missing score is a null, not a zero
+        if clip.status == KEPT:
+            assert row["shard"] == clip.shard and row["shard"].startswith("clips-")
+        else:
+            assert pd.isna(row["shard"])
+        assert row["schema_version"] == 1
+
+
+def test_ledger_table(real_clips: list[Clip], tmp_path: Path) -> None:
+    _, results = sources_and_results(real_clips)
+    path = tmp_path / "ledger.parquet"
+    write_table(ledger_table(list(reversed(results))), str(path))
+    schemas.validate_ledger(pq.read_table(path))
+
+    df = pd.read_parquet(path).set_index("uri", drop=False)
+    assert list(df["uri"]) == sorted(r.source.uri for r in results)
+    kept = df.loc[ODD_URIS[0]]
+    assert (kept["status"], kept["n_clips"], kept["n_kept"], kept["n_rejected"]) == (KEPT, 2, 1, 1)
+    assert (kept["probe_width"], kept["probe_has_audio"], kept["probe_video_codec"]) == (96, True, "h264")
+    assert pd.isna(kept["probe_audio_codec"])
+    empty = df.loc["gs://bucket/empty.mp4"]
+    assert (empty["status"], empty["n_clips"], empty["note"]) == (REJECTED, 0, "too short")
+    failed = df.loc["/broken #2.mp4"]
+    assert (failed["status"], failed["error_type"], failed["error"]) == (FAILED, "probe", "moov atom not found")
+    assert pd.isna(failed["probe_format_name"]) and pd.isna(failed["probe_duration_s"])
+
+
+def test_tables_are_byte_identical_and_atomic(real_clips: list[Clip], tmp_path: Path) -> None:
+    clips, results = sources_and_results(real_clips)
+    for name, table, shuffled in [
+        ("index.parquet", index_table(clips), index_table(list(reversed(clips)))),
+        ("ledger.parquet", ledger_table(results), ledger_table(list(reversed(results)))),
+    ]:
+        write_table(table, str(tmp_path / "a" / name))
+        write_table(shuffled, str(tmp_path / "b" / name))
+        assert sha256(tmp_path / "a" / name) == sha256(tmp_path / "b" / name)
+        first = sha256(tmp_path / "a" / name)
+        write_table(table, str(tmp_path / "a" / name))
+        assert sha256(tmp_path / "a" / name) == first
+    assert sorted(os.listdir(tmp_path / "a")) == ["index.parquet", "ledger.parquet"]  # no temp files left
+
+
+def test_empty_tables_keep_their_schema(tmp_path: Path) -> None:
+    write_table(index_table([]), str(tmp_path / "i.parquet"))
+    write_table(ledger_table([]), str(tmp_path / "l.parquet"))
+    schemas.validate_index(pq.read_table(tmp_path / "i.parquet"))
+    schemas.validate_ledger(pq.read_table(tmp_path / "l.parquet"))
+
+
+def test_null_in_required_column_is_refused(real_clips: list[Clip]) -> None:
+    with pytest.raises(ValueError, match="config_hash"):
+        index_table([dataclasses.replace(real_clips[0], config_hash=None)])  # type: ignore[arg-type]
+
+
+# --- schemas ----------------------------------------------------------------------------------------------
+
+
+def test_committed_table_schemas_match_code() -> None:
+    for filename, doc in schemas.generated().items():
+        committed = (schemas.SCHEMAS_DIR / filename).read_text(encoding="utf-8")
+        assert committed == schemas.dump(doc), f"schemas/{filename} is stale: run `python -m avcurate.schemas`"
+
+
+def test_table_validators_catch_drift(real_clips: list[Clip]) -> None:
+    table = index_table(real_clips)
+    schemas.validate_index(table)
+    with pytest.raises(schemas.SchemaMismatch, match="missing column 'shard'"):
+        schemas.validate_index(table.drop_columns(["shard"]))
+    retyped = table.set_column(table.schema.get_field_index("width"), "width", table["width"].cast(pa.int32()))
+    with pytest.raises(schemas.SchemaMismatch, match="'width' is int32"):
+        schemas.validate_index(retyped)
+    with pytest.raises(schemas.SchemaMismatch, match="schema_version"):
+        schemas.validate_index(table.replace_schema_metadata(None))
+    with pytest.raises(schemas.SchemaMismatch):
+        schemas.validate_ledger(table)
+
+
+def test_sample_schema_matches_model(real_clips: list[Clip]) -> None:
+    doc = schemas.load(schemas.SAMPLE_METADATA_FILE)
+    jsonschema.Draft202012Validator.check_schema(doc)
+    assert set(doc["required"]) == set(doc["properties"]) == set(real_clips[0].metadata()) | {"shard"}
+    score_fields = [f.name for f in dataclasses.fields(ClipScores)]
+    assert doc["properties"]["scores"]["required"] == score_fields
+    assert set(doc["properties"]["scores"]["properties"]) == set(score_fields)
+    assert doc["properties"]["key"]["pattern"] == f"^{SAFE_KEY.pattern}$"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"extra": 1},
+        {"shard": None},
+        {"clip_index": "3"},
+        {"scores": {**ClipScores().to_dict(), "motion_score": "high"}},
+        {"scores": {"loudness_dbfs": None}},
+        {"key": "abc.def-00001"},
+        {"end_reason": "sunset"},
+    ],
+)
+def test_sample_schema_is_strict(real_clips: list[Clip], change: dict) -> None:
+    meta = {**real_clips[0].metadata(), "shard": "clips-000000.tar"}
+    schemas.validate_sample_metadata(meta)
+    with pytest.raises(jsonschema.ValidationError):
+        schemas.validate_sample_metadata({**meta, **change})
+    missing = dict(meta)
+    del missing["config_hash"]
+    with pytest.raises(jsonschema.ValidationError):
+        schemas.validate_sample_metadata(missing)
