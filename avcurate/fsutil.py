@@ -19,6 +19,7 @@ def makedirs(path: str) -> None:
 def write_bytes(path: str, data: bytes) -> None:
     """Write `path` whole: a temporary name first, then a rename, so a reader never sees half a file."""
     if is_local(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
             f.write(data)

@@ -10,7 +10,7 @@ Every sample comes out as a dict:
 - `video`: uint8 tensor `[T, C, H, W]`, RGB (C = 3); frame `t` shows time `start_s + t / fps`.
 - `audio`: float32 tensor `[channels, S]` in [-1, 1], `S = round(T / fps * sample_rate)`; sample `n`
   plays at `start_s + n / sample_rate`. The AAC priming is trimmed, so both streams share one origin.
-- `fps`: float, `sample_rate`: int, `meta`: the sample's json dict.
+- `fps`: float, `sample_rate`: int, `meta`: the sample's json dict (it must hold `fps` and `n_frames`).
 - `start_s`: float, where the returned window starts, in seconds from the clip's first frame (0 unless
   `clip_seconds` cuts a random window).
 
@@ -48,6 +48,8 @@ Sample = dict[str, Any]
 T = TypeVar("T")
 OnError = Literal["raise", "skip"]
 
+# A sample needs both members; anything else in it is ignored.
+_REQUIRED = ("mp4", "json")
 # Seek this far before a window so the AAC decoder has a frame of pre-roll (1024 samples at 16 kHz = 64 ms).
 _PREROLL_S = 0.25
 
@@ -139,20 +141,25 @@ def _members(url: str) -> Iterator[tuple[str, bytes]]:
 def _grouped(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Consecutive members sharing a key (the name up to the first dot of its basename), by extension."""
     key, parts = "", {}
-    for name, data in _members(url):
-        dot = name.find(".", name.rfind("/") + 1)
-        member_key, ext = (name[:dot], name[dot + 1 :]) if dot >= 0 else (name, "")
-        if parts and member_key != key:
+    try:
+        for name, data in _members(url):
+            dot = name.find(".", name.rfind("/") + 1)
+            member_key, ext = (name[:dot], name[dot + 1 :]) if dot >= 0 else (name, "")
+            if parts and member_key != key:
+                yield key, parts
+                parts = {}
+            key = member_key
+            parts[ext] = data
+    except ShardError:
+        if all(ext in parts for ext in _REQUIRED):  # read whole before the tar broke: let it through
             yield key, parts
-            parts = {}
-        key = member_key
-        parts[ext] = data
+        raise
     if parts:
         yield key, parts
 
 
 def _raw_sample(key: str, parts: dict[str, bytes], shard: str) -> _Raw:
-    missing = sorted({"mp4", "json"} - parts.keys())
+    missing = [ext for ext in _REQUIRED if ext not in parts]
     if missing:
         raise _error(f"missing member(s) {missing} (has {sorted(parts)})", shard, key)
     try:
@@ -388,12 +395,15 @@ class AVClipDataset(IterableDataset):
         """`make()`, with failures turned into a ShardError naming the sample, then raised or skipped."""
         try:
             return make()
-        except (ShardError, av.FFmpegError, ValueError, KeyError, TypeError) as e:
-            error = e if isinstance(e, ShardError) else _error(f"{type(e).__name__}: {e}", shard, key)
-            if self.on_error == "raise":
-                raise error from e
-            warnings.warn(f"skipping {error}")
-            return None
+        except ShardError as e:
+            error = e
+        except (av.FFmpegError, ValueError, KeyError, TypeError) as e:  # bad bytes or bad metadata
+            error = _error(f"{type(e).__name__}: {e}", shard, key)
+            error.__cause__ = e
+        if self.on_error == "raise":
+            raise error
+        warnings.warn(f"skipping {error}")
+        return None
 
     def _sample(self, raw: _Raw, epoch: int) -> Sample | None:
         fps = float(raw.meta["fps"])

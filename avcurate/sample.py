@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .model import FAILED, KEPT, REJECTED
+from .synth import write_event_video
 
 ODD_NAME = "Café 東京 #2 \"final\" it's.v1.2.mp4"
 TRUNCATE_FRACTION = 0.3
 LATE_AUDIO_S = 1.0
+EVENT_SHIFT_MS = 120.0
 UNKNOWN_FOURCC = b"ZZZZ"
 
 _BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1"]
@@ -97,6 +99,7 @@ class Scene:
     source: str
     seconds: float
     post: str = ""
+    skip_s: float = 0.0  # dropped from the start: life's random first generations flicker like cuts
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ def _talk(job: _Job) -> SampleFile:
     scenes = [
         Scene("testsrc2", 4.0),
         Scene("mandelbrot=maxiter=200", 4.0),
-        Scene(f"life=seed={job.seed()}:death_color=#203050:mold=10", 4.0),
+        Scene(f"life=seed={job.seed()}:death_color=#203050:mold=10", 4.0, skip_s=2.0),
     ]
     path = _av_video(job, "talk_h264_aac.mp4", scenes, Look(), "Welcome to the curation demo. "
                      "Every clip you keep should have a picture and a sound that belong together.")
@@ -159,7 +162,7 @@ def _talk(job: _Job) -> SampleFile:
 
 def _street(job: _Job) -> SampleFile:
     scenes = [
-        Scene(f"gradients=seed={job.seed()}:speed=0.03", 5.0),
+        Scene(_gradients(job, speed=0.03), 5.0),
         Scene(f"sierpinski=seed={job.seed()}:jump=20", 5.0),
         Scene("testsrc", 5.0),
     ]
@@ -171,9 +174,9 @@ def _street(job: _Job) -> SampleFile:
 
 def _nature_vp9(job: _Job) -> SampleFile:
     scenes = [
-        Scene(f"cellauto=seed={job.seed()}:rule=30", 3.5, post="negate,hue=h=120:s=4"),
-        Scene("mandelbrot=maxiter=150:start_scale=2", 3.5),
-        Scene(f"life=seed={job.seed()}:life_color=#c0ff80:death_color=#402010", 3.0),
+        Scene(f"cellauto=seed={job.seed()}:rule=30", 4.0),
+        Scene("mandelbrot=maxiter=150:start_scale=2", 3.0),
+        Scene(f"life=seed={job.seed()}:life_color=#c0ff80:death_color=#402010", 3.0, skip_s=2.0),
     ]
     look = Look(sample_rate=48000)
     codecs = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "400k", "-threads", "1",
@@ -184,8 +187,7 @@ def _nature_vp9(job: _Job) -> SampleFile:
 
 
 def _odd_name(job: _Job) -> SampleFile:
-    scenes = [Scene("testsrc2", 3.5), Scene(f"gradients=seed={job.seed()}", 3.5), Scene("smptehdbars", 3.0,
-                                                                                          post="scroll=h=0.004")]
+    scenes = [Scene("testsrc2", 4.0), Scene(_gradients(job), 3.0), Scene("smptehdbars", 3.0, post="scroll=h=0.004")]
     # Written under a plain name, then renamed: the odd characters must reach the pipeline, not ffmpeg.
     plain = _av_video(job, "odd_name.mp4", scenes, Look(), "A file name with spaces, quotes and a hash sign.")
     path = plain.replace(job.folder / ODD_NAME)
@@ -205,39 +207,43 @@ def _late_audio(job: _Job) -> SampleFile:
     path = job.folder / "late_audio.mp4"
     _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *_H264, *_AAC,
              *_BITEXACT, str(path)])
+    # ffprobe shows start_time 0.976: the AAC encoder's 1024 priming samples come first, as in any AAC stream.
     return SampleFile("late_audio", path, KEPT, f"audio stream starts {LATE_AUDIO_S:.1f} s after the video",
                       seconds)
 
 
 def _rotated(job: _Job) -> SampleFile:
-    """A phone held upright: landscape pixels plus a display matrix turning them to portrait."""
-    scenes = [Scene("testsrc2", 4.0), Scene(f"gradients=seed={job.seed()}", 4.0)]
+    """A phone held upright: landscape pixels plus a display matrix turning them to portrait (as phones do)."""
+    scenes = [Scene("testsrc2", 4.0), Scene(_gradients(job), 4.0)]
     portrait = Look(size=(270, 480))
     events = _event_times(job.rng, 8.0)
     speech = _speech(job, "This phone video was filmed upright.")
-    # Pixels stored turned a quarter counter-clockwise; rotate=90 tells players to turn them back.
+    # Stored turned a quarter counter-clockwise; the matrix (rotation -90, as an iPhone writes) turns it back.
     graph = ";".join([
         _video_graph(scenes, portrait, events, label="upright") + ";[upright]transpose=cclock[v]",
         _audio_graph(portrait, 8.0, job, speech_input=0, events=events) + "[a]",
     ])
-    path = job.folder / "phone_rotated.mp4"
+    landscape = job.scratch / "landscape.mp4"
     _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *_H264, *_AAC, *_BITEXACT,
-             "-metadata:s:v:0", "rotate=90", str(path)])
-    return SampleFile("rotated", path, KEPT, "480x270 stored, display matrix rotates to portrait 270x480", 8.0)
+             str(landscape)])
+    # ffmpeg 5.1 turns a "rotate" tag into a display matrix only when stream copying.
+    path = job.folder / "phone_rotated.mp4"
+    _ffmpeg(["-i", str(landscape), "-map", "0", "-c", "copy", "-metadata:s:v:0", "rotate=270", *_BITEXACT, str(path)])
+    return SampleFile("rotated", path, KEPT, "480x270 stored, display matrix rotation -90: shown as portrait 270x480",
+                      8.0)
 
 
 def _vfr(job: _Job) -> SampleFile:
     """Frame rate changes mid-stream (30, 15, 24 fps), as in phone and screen recordings."""
     seconds = 10.0
     events = _event_times(job.rng, seconds)
-    shots = [(Scene("testsrc2", 4.0), 30), (Scene(f"gradients=seed={job.seed()}:speed=0.05", 3.0), 15),
+    shots = [(Scene("testsrc2", 4.0), 30), (Scene(_gradients(job, speed=0.05), 3.0), 15),
              (Scene("mandelbrot=maxiter=150", 3.0), 24)]
-    parts, offset = [], 0.0
+    parts = []
     for i, (scene, fps) in enumerate(shots):
         look = Look(fps=fps)
         # Each shot keeps its own rate; a 1/120 s time base holds 30, 15 and 24 fps frame times exactly.
-        parts.append(f"{_scene_filter(scene, look)},settb=1/120,setpts=PTS+{offset}/TB[s{i}]")
-        offset += scene.seconds
+        parts.append(f"{_scene_filter(scene, look)},settb=1/120[s{i}]")
     concat = "".join(f"[s{i}]" for i in range(len(shots))) + f"concat=n={len(shots)}:v=1:a=0,{_flash(events)}[v]"
     speech = _speech(job, "The frame rate of this recording changes from shot to shot.")
     graph = ";".join([*parts, concat, _audio_graph(Look(), seconds, job, speech_input=0, events=events) + "[a]"])
@@ -245,6 +251,14 @@ def _vfr(job: _Job) -> SampleFile:
     _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-fps_mode", "vfr",
              "-video_track_timescale", "120", *_H264, *_AAC, *_BITEXACT, str(path)])
     return SampleFile("vfr", path, KEPT, "variable frame rate: 30, then 15, then 24 fps", seconds)
+
+
+def _event_shift(job: _Job) -> SampleFile:
+    """Flashes and tone bursts from synth.py, the sound EVENT_SHIFT_MS late: inside the default sync tolerance."""
+    path = write_event_video(job.folder / "event_shift_120ms.mp4", duration_s=8.0, audio_shift_ms=EVENT_SHIFT_MS,
+                             seed=job.seed())
+    return SampleFile("event_shift", path, KEPT, f"sound {EVENT_SHIFT_MS:.0f} ms after each flash: "
+                      f"av_offset_ms should come out near +{EVENT_SHIFT_MS:.0f}", 8.0)
 
 
 # --- rejected and broken -------------------------------------------------------------------------------
@@ -268,7 +282,7 @@ def _audio_only(job: _Job) -> SampleFile:
 
 
 def _video_only(job: _Job) -> SampleFile:
-    graph = _video_graph([Scene("testsrc2", 3.0), Scene(f"gradients=seed={job.seed()}", 3.0)], Look(), [])
+    graph = _video_graph([Scene("testsrc2", 3.0), Scene(_gradients(job), 3.0)], Look(), [])
     path = job.folder / "video_only.mp4"
     _ffmpeg(["-filter_complex", graph, "-map", "[v]", *_H264, *_BITEXACT, str(path)])
     return SampleFile("video_only", path, FAILED, "no audio stream", 6.0, error_type="probe")
@@ -325,6 +339,7 @@ _GENERATORS: dict[str, Callable[[_Job], SampleFile]] = {
     "late_audio": _late_audio,
     "rotated": _rotated,
     "vfr": _vfr,
+    "event_shift": _event_shift,
     "black_silent": _black_silent,
     "audio_only": _audio_only,
     "video_only": _video_only,
@@ -349,6 +364,12 @@ def _av_video(job: _Job, name: str, scenes: Sequence[Scene], look: Look, text: s
     return path
 
 
+def _gradients(job: _Job, speed: float = 0.01) -> str:
+    """The gradients source draws 'random' colours from the clock, not from its seed: name them."""
+    c0, c1 = (f"0x{job.rng.randrange(1 << 24):06x}" for _ in range(2))
+    return f"gradients=seed={job.seed()}:speed={speed}:c0={c0}:c1={c1}"
+
+
 def _event_times(rng: random.Random, seconds: float, first: float = 0.4) -> list[float]:
     """Irregular gaps, so a sync search cannot lock onto the wrong period."""
     times, t = [], first
@@ -366,7 +387,8 @@ def _scene_filter(scene: Scene, look: Look) -> str:
     name, _, options = scene.source.partition("=")
     source = f"{name}=s={_size(look)}:r={look.fps}" + (f":{options}" if options else "")
     post = f",{scene.post}" if scene.post else ""
-    return f"{source}{post},trim=duration={scene.seconds},setpts=PTS-STARTPTS,format=yuv420p,setsar=1"
+    trim = f"trim=start={scene.skip_s}:duration={scene.seconds},setpts=PTS-STARTPTS"
+    return f"{source}{post},{trim},format=yuv420p,setsar=1"
 
 
 def _flash(events: Sequence[float]) -> str:
@@ -392,14 +414,13 @@ def _audio_graph(look: Look, seconds: float, job: _Job, *, speech_input: int, ev
     """
     rate = look.sample_rate
     beeps = f"0.35*sin(2*PI*880*t)*({_windows(events)})" if events else "0"
-    layout = "stereo" if look.stereo else "mono"
+    # Stereo with unequal channels, so a downmix is exercised, not just a channel pick.
+    layout = "pan=stereo|c0=c0|c1=0.7*c0" if look.stereo else "aformat=channel_layouts=mono"
     return ";".join([
         f"[{speech_input}:a]aresample={rate},adelay=500:all=1,apad,atrim=duration={seconds}[speech]",
         f"anoisesrc=c=pink:a=0.02:seed={job.seed()}:r={rate}:d={seconds}[bed]",
         f"aevalsrc='{beeps}':s={rate}:d={seconds}[beeps]",
-        # Stereo with unequal channels, so a downmix is exercised, not just a channel pick.
-        f"[speech][bed][beeps]amix=inputs=3:normalize=0,"
-        + ("pan=stereo|c0=c0|c1=0.7*c0" if look.stereo else f"aformat=channel_layouts={layout}"),
+        f"[speech][bed][beeps]amix=inputs=3:normalize=0,{layout}",
     ])
 
 

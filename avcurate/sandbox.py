@@ -7,10 +7,16 @@ replaced after a timeout or a crash, and the source that caused it is reported a
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
+import os
+import pickle
 import resource
+import select
+import struct
+import subprocess
+import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from .probe import MediaError
 
@@ -23,36 +29,63 @@ class SourceFailure(Exception):
         self.kind = kind
 
 
-def _child(conn: Any, memory_limit_mb: int) -> None:
+def _send(stream: BinaryIO, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("<Q", len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> Any:
+    header = stream.read(8)
+    if len(header) < 8:
+        raise EOFError
+    (size,) = struct.unpack("<Q", header)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)
+
+
+def _serve(memory_limit_mb: int) -> None:
+    """The child's loop: receive (fn, args), send back ("ok", result) or ("error", (kind, message))."""
     limit = memory_limit_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # The protocol owns the original stdout; anything a library prints goes to stderr instead.
+    channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    requests = os.fdopen(0, "rb")
     while True:
         try:
-            fn, args = conn.recv()
+            fn, args = _receive(requests)
         except EOFError:
             return
         try:
-            conn.send(("ok", fn(*args)))
+            reply: Any = ("ok", fn(*args))
         except MediaError as e:
-            conn.send(("error", (e.kind, str(e))))
+            reply = ("error", (e.kind, str(e)))
         except MemoryError:
-            conn.send(("error", ("memory", f"decoding needed more than {memory_limit_mb} MiB (decode.memory_limit_mb)")))
-        except Exception as e:  # an unexpected failure still belongs to this source, with its traceback
-            detail = traceback.format_exc(limit=-3).strip().splitlines()
-            conn.send(("error", ("internal", f"{type(e).__name__}: {e} [{' | '.join(detail[-3:])}]")))
+            reply = ("error", ("memory", f"decoding needed more than {memory_limit_mb} MiB (decode.memory_limit_mb)"))
+        except Exception as e:  # an unexpected failure still belongs to this source, with where it happened
+            where = traceback.format_exc(limit=-3).strip().splitlines()
+            reply = ("error", ("internal", f"{type(e).__name__}: {e} [{' | '.join(where[-3:])}]"))
+        _send(channel, reply)
 
 
 class Sandbox:
     def __init__(self, memory_limit_mb: int) -> None:
         self.memory_limit_mb = memory_limit_mb
-        self._process: multiprocessing.Process | None = None
-        self._conn: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout_s: float, what: str = "decoding") -> Any:
         """fn(*args) in the child. Raises SourceFailure on a media error, timeout or crash of the child."""
         self._start()
-        self._conn.send((fn, args))
-        if not self._conn.poll(timeout_s):
+        assert self._process is not None and self._process.stdin and self._process.stdout
+        try:
+            _send(self._process.stdin, (fn, args))
+            ready, _, _ = select.select([self._process.stdout], [], [], timeout_s)
+        except (BrokenPipeError, OSError):
+            ready = [self._process.stdout]  # the child is gone: reading below reports it
+        if not ready:
             self._stop()
             raise SourceFailure(
                 "timeout",
@@ -61,8 +94,8 @@ class Sandbox:
                 "just slow",
             )
         try:
-            status, payload = self._conn.recv()
-        except (EOFError, OSError):
+            status, payload = _receive(self._process.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
             code = self._stop()
             kind = "memory" if code in (-9, -6) else "crash"
             raise SourceFailure(
@@ -76,24 +109,27 @@ class Sandbox:
         raise SourceFailure(kind, message)
 
     def _start(self) -> None:
-        if self._process is not None and self._process.is_alive():
+        if self._process is not None and self._process.poll() is None:
             return
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        self._process = context.Process(target=_child, args=(child, self.memory_limit_mb), daemon=True)
-        self._process.start()
-        child.close()
-        self._conn = parent
+        # A fresh interpreter (not fork: Beam workers hold threads; not multiprocessing's spawn: it would
+        # re-run the caller's __main__).
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", f"from avcurate.sandbox import _serve; _serve({self.memory_limit_mb})"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
 
     def _stop(self) -> int | None:
         if self._process is None:
             return None
-        if self._process.is_alive():
-            self._process.kill()
-        self._process.join(timeout=10)
-        code = self._process.exitcode
-        self._conn.close()
-        self._process = self._conn = None
+        process, self._process = self._process, None
+        if process.poll() is None:
+            process.kill()
+        code = process.wait(timeout=30)
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
         return code
 
     def close(self) -> None:

@@ -91,14 +91,11 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Shards:
     ordered = list(clips.values())
     for s in range(3):
         write_shard(root / f"clips-{s:06d}.tar", [_sample(*ordered[2 * s]), _sample(*ordered[2 * s + 1])])
-    n = 0
+    reused = itertools.cycle(ordered)
+    keys = (f"{0xB000 + n:016x}-00000" for n in itertools.count())
     for s, count in enumerate([1, 3, 2, 2, 3, 1, 3]):
-        batch = []
-        for _ in range(count):
-            mp4, meta = ordered[n % len(ordered)]
-            batch.append(_sample(mp4, {**meta, "key": f"{0xB000 + n:016x}-00000"}))
-            n += 1
-        write_shard(root / f"split-{s:06d}.tar", [(meta_key, parts) for meta_key, parts in batch])
+        batch = [(mp4, {**meta, "key": next(keys)}) for mp4, meta in itertools.islice(reused, count)]
+        write_shard(root / f"split-{s:06d}.tar", [_sample(mp4, meta) for mp4, meta in batch])
     return Shards(root, clips)
 
 
@@ -265,7 +262,8 @@ def test_resample_draws_shards_forever(shards: Shards) -> None:
 
 @pytest.fixture(scope="session")
 def broken(shards: Shards) -> Path:
-    """good, undecodable mp4, mp4 without json, good; and a copy cut off inside the third sample."""
+    """good, undecodable mp4, mp4 without json, good. Also cut-000000.tar: clips-000000.tar cut off inside
+    its second mp4."""
     (good_mp4, good_meta), (_, other_meta), (third_mp4, third_meta), *_ = shards.clips.values()
     path = shards.root / "broken-000000.tar"
     bad_meta = {**other_meta, "key": "00000000000000ff-00001"}
@@ -275,10 +273,10 @@ def broken(shards: Shards) -> Path:
         ("00000000000000ff-00002", {"mp4": good_mp4}),
         _sample(third_mp4, third_meta),
     ])  # fmt: skip
-    with tarfile.open(path) as tar:
-        third = tar.getmember(f"{third_meta['key']}.mp4")
-    cut = third.offset_data + third.size // 2
-    (shards.root / "cut-000000.tar").write_bytes(path.read_bytes()[:cut])
+    whole = shards.root / "clips-000000.tar"
+    with tarfile.open(whole) as tar:
+        second = tar.getmember(f"{other_meta['key']}.mp4")
+    (shards.root / "cut-000000.tar").write_bytes(whole.read_bytes()[: second.offset_data + second.size // 2])
     return path
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import tarfile
 from pathlib import Path
@@ -19,7 +20,7 @@ import webdataset as wds
 
 from avcurate import schemas
 from avcurate.model import FAILED, KEPT, REJECTED, Clip, ClipScores, ProbeInfo, Source, SourceResult
-from avcurate.writers import index_table, ledger_table, plan_shards, write_shard, write_table
+from avcurate.writers import index_table, ledger_table, plan_shards, with_shards, write_shard, write_table
 from avcurate.writers import shards
 from avcurate.writers.shards import SAFE_KEY, ShardPlan
 
@@ -115,6 +116,7 @@ def test_plan_by_count_sorted_and_named() -> None:
     assert all(c.shard == p.name for p in plans for c in p.clips)
     assert all(c.shard is None for c in clips)  # the caller's clips are left alone
     assert plans == plan_shards(clips, prefix="clips", max_clips=2, max_bytes=1 << 30)  # input order is moot
+    assert pickle.loads(pickle.dumps(plans)) == plans  # Beam ships plans between workers
 
 
 def test_plan_by_bytes_and_oversized_clip_alone() -> None:
@@ -242,9 +244,7 @@ def test_failed_shard_leaves_no_file(real_clips: list[Clip], tmp_path: Path, fau
 
 
 def sources_and_results(real_clips: list[Clip]) -> tuple[list[Clip], list[SourceResult]]:
-    plans = plan_shards(real_clips, prefix="clips", max_clips=2, max_bytes=1 << 30)
-    sharded = {c.key: c for p in plans for c in p.clips}
-    clips = [sharded.get(c.key, c) for c in real_clips]
+    clips = with_shards(real_clips, plan_shards(real_clips, prefix="clips", max_clips=2, max_bytes=1 << 30))
     probe = ProbeInfo(format_name="mov,mp4", duration_s=12.5, size_bytes=1234, has_video=True, has_audio=True,
                       video_codec="h264", width=96, height=64, fps=25.0, sample_rate=16000, channels=1)  # fmt: skip
     results = [
@@ -321,9 +321,23 @@ def test_empty_tables_keep_their_schema(tmp_path: Path) -> None:
     schemas.validate_ledger(pq.read_table(tmp_path / "l.parquet"))
 
 
-def test_null_in_required_column_is_refused(real_clips: list[Clip]) -> None:
+def test_index_refuses_inconsistent_rows(real_clips: list[Clip]) -> None:
+    rejected = real_clips[-1]
+    assert rejected.status == REJECTED
     with pytest.raises(ValueError, match="config_hash"):
-        index_table([dataclasses.replace(real_clips[0], config_hash=None)])  # type: ignore[arg-type]
+        index_table([dataclasses.replace(rejected, config_hash=None)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="with_shards"):  # a kept clip must name its shard
+        index_table(real_clips)
+    with pytest.raises(ValueError, match="with_shards"):
+        index_table([dataclasses.replace(rejected, shard="clips-000000.tar")])
+
+
+def test_with_shards_keeps_order_and_rejected_clips(real_clips: list[Clip]) -> None:
+    plans = plan_shards(real_clips, prefix="clips", max_clips=2, max_bytes=1 << 30)
+    clips = with_shards(real_clips, plans)
+    assert [c.key for c in clips] == [c.key for c in real_clips]
+    assert [c.shard is not None for c in clips] == [c.status == KEPT for c in real_clips]
+    assert {c.key: c.shard for c in clips if c.shard} == {c.key: p.name for p in plans for c in p.clips}
 
 
 # --- schemas ----------------------------------------------------------------------------------------------
@@ -336,7 +350,7 @@ def test_committed_table_schemas_match_code() -> None:
 
 
 def test_table_validators_catch_drift(real_clips: list[Clip]) -> None:
-    table = index_table(real_clips)
+    table = index_table(sources_and_results(real_clips)[0])
     schemas.validate_index(table)
     with pytest.raises(schemas.SchemaMismatch, match="missing column 'shard'"):
         schemas.validate_index(table.drop_columns(["shard"]))
@@ -376,7 +390,10 @@ def test_sample_schema_is_strict(real_clips: list[Clip], change: dict) -> None:
     schemas.validate_sample_metadata(meta)
     with pytest.raises(jsonschema.ValidationError):
         schemas.validate_sample_metadata({**meta, **change})
-    missing = dict(meta)
-    del missing["config_hash"]
-    with pytest.raises(jsonschema.ValidationError):
-        schemas.validate_sample_metadata(missing)
+
+
+def test_sample_schema_requires_every_key(real_clips: list[Clip]) -> None:
+    meta = {**real_clips[0].metadata(), "shard": "clips-000000.tar"}
+    for name in meta:
+        with pytest.raises(jsonschema.ValidationError):
+            schemas.validate_sample_metadata({k: v for k, v in meta.items() if k != name})

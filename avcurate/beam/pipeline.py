@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from ..config import Config
 from ..model import Source
@@ -26,13 +29,20 @@ class RunReport:
 def pipeline_options(runner: str, workers: int, beam_args: Sequence[str]) -> PipelineOptions:
     options = PipelineOptions(list(beam_args))
     if runner == LOCAL:
-        direct = options.view_as(DirectOptions)
-        direct.direct_num_workers = workers
-        # Separate processes, so decoding uses every core despite the GIL.
-        direct.direct_running_mode = "multi_processing" if workers > 1 else "in_memory"
+        options.view_as(DirectOptions).direct_num_workers = workers
     else:
-        options.view_as(beam.options.pipeline_options.StandardOptions).runner = runner
+        options.view_as(StandardOptions).runner = runner
     return options
+
+
+def local_runner(workers: int) -> FnApiRunner:
+    """Beam's FnApiRunner, chosen explicitly (the DirectRunner would first try to download Prism). With more
+    than one worker, each is a separate process, so decoding uses every core despite the GIL."""
+    if workers == 1:
+        return FnApiRunner()
+    # Beam's own multi_processing mode, with our worker entry point that keeps its INFO logs quiet.
+    command = f"{sys.executable} -m avcurate.beam.worker"
+    return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
 
 
 def build(p: beam.Pipeline, sources: list[Source], output_dir: str, cfg: Config) -> Any:
@@ -54,11 +64,12 @@ def run(
     workers: int = 2,
     beam_args: Sequence[str] = (),
 ) -> RunReport:
-    """Run to completion. `runner="local"` is Beam's FnApiRunner chosen explicitly: the DirectRunner would first
-    try to download the Prism runner."""
+    """Run to completion on `runner` ("local", or any Beam runner name such as DataflowRunner)."""
     options = pipeline_options(runner, workers, beam_args)
     started = time.monotonic()
-    pipeline = beam.Pipeline(runner=FnApiRunner() if runner == LOCAL else None, options=options)
+    # in_memory mode with several workers makes the FnApiRunner warn; our environment already runs processes.
+    logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").setLevel(logging.ERROR)
+    pipeline = beam.Pipeline(runner=local_runner(workers) if runner == LOCAL else None, options=options)
     build(pipeline, sources, output_dir, cfg)
     result = pipeline.run()
     result.wait_until_finish()

@@ -13,7 +13,7 @@ from ..fsutil import delete_tree
 from ..model import FAILED, KEPT, Clip, Source, SourceResult
 from ..process import curate_source
 from ..sandbox import Sandbox
-from ..writers.shards import ShardInfo, ShardPlan, plan_shards, write_shard
+from ..writers.shards import ShardInfo, ShardPlan, plan_shards, with_shards, write_shard
 from ..writers.tables import index_table, ledger_table, write_table
 
 NAMESPACE = "avcurate"
@@ -74,7 +74,7 @@ def _plan(results: list[SourceResult], cfg: Config) -> tuple[list[ShardPlan], li
         max_clips=cfg.output.shard_max_clips,
         max_bytes=cfg.output.shard_max_bytes,
     )
-    return plans, clips
+    return plans, with_shards(clips, plans)
 
 
 class WriteOutputs(beam.PTransform):

@@ -130,5 +130,5 @@ def _confidence(corr: np.ndarray, max_lag: int, guard: int) -> float:
         return 0.0
     peak = corr[np.arange(-max_lag, max_lag + 1) % n].max()
     chance_peak = np.lib.stride_tricks.sliding_window_view(null, min(width, null.size)).max(axis=1).mean()
-    excess = (peak - chance_peak) / null.std()
+    excess = (peak - chance_peak) / max(null.std(), corr.std())
     return float(np.clip((excess - _EXCESS_ZERO) / (_EXCESS_FULL - _EXCESS_ZERO), 0.0, 1.0))

@@ -89,6 +89,15 @@ def plan_shards(clips: list[Clip], *, prefix: str, max_clips: int, max_bytes: in
     return plans
 
 
+def with_shards(clips: list[Clip], plans: list[ShardPlan]) -> list[Clip]:
+    """`clips` with each kept one swapped for its planned copy, which names its shard: the index's input.
+
+    plan_shards returns copies rather than setting `shard` on its input, which Beam forbids mutating.
+    """
+    planned = {c.key: c for plan in plans for c in plan.clips}
+    return [planned[c.key] if c.status == KEPT else c for c in clips]
+
+
 def write_shard(plan: ShardPlan, shards_dir: str) -> ShardInfo:
     """Write one planned shard to `shards_dir`; the final name exists only once the tar is complete."""
     with atomic_create(FileSystems.join(shards_dir, plan.name), "application/x-tar") as out:

@@ -33,7 +33,7 @@ _PARQUET_OPTIONS: dict[str, Any] = {
     "write_statistics": True,
     "data_page_version": "1.0",
     "row_group_size": 1 << 20,
-    "store_schema": True,  # keeps non-null flags and the version metadata on read-back
+    "store_schema": True,  # so the Arrow schema reads back exactly as written
 }
 
 
@@ -51,7 +51,6 @@ def _model_fields(cls: type, prefix: str = "") -> list[pa.Field]:
     return [pa.field(prefix + f.name, _arrow_type(hints[f.name])) for f in dataclasses.fields(cls)]
 
 
-SCORE_FIELDS = [f.name for f in dataclasses.fields(ClipScores)]
 PROBE_FIELDS = [f.name for f in dataclasses.fields(ProbeInfo)]
 
 INDEX_SCHEMA = pa.schema(
@@ -103,6 +102,7 @@ LEDGER_SCHEMA = pa.schema(
 
 
 def index_row(clip: Clip) -> dict[str, Any]:
+    _check_shard(clip)
     return {
         "key": clip.key,
         "source_id": clip.source_id,
@@ -127,6 +127,14 @@ def index_row(clip: Clip) -> dict[str, Any]:
         "config_hash": clip.config_hash,
         "schema_version": INDEX_SCHEMA_VERSION,
     }
+
+
+def _check_shard(clip: Clip) -> None:
+    if (clip.status == KEPT) != (clip.shard is not None):
+        raise ValueError(
+            f"clip {clip.key} is {clip.status} with shard {clip.shard!r}: kept clips need their shard, others none;"
+            " index the clips returned by avcurate.writers.with_shards(clips, plans)"
+        )
 
 
 def ledger_row(result: SourceResult) -> dict[str, Any]:
