@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-from apache_beam.io.filesystems import FileSystems
-
 
 def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
@@ -25,6 +23,8 @@ def write_bytes(path: str, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, path)
         return
+    from apache_beam.io.filesystems import FileSystems  # Beam's import is slow; local runs of the decoder skip it
+
     with FileSystems.create(path) as f:  # object stores publish an object only when its upload completes
         f.write(data)
 
@@ -35,6 +35,8 @@ def delete_tree(path: str) -> None:
 
         shutil.rmtree(path, ignore_errors=True)
         return
+    from apache_beam.io.filesystems import FileSystems
+
     matches = FileSystems.match([path.rstrip("/") + "/**"])[0].metadata_list
     if matches:
         FileSystems.delete([m.path for m in matches])

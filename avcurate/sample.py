@@ -275,7 +275,7 @@ def _black_silent(job: _Job) -> SampleFile:
 
 def _audio_only(job: _Job) -> SampleFile:
     speech = _speech(job, "There is no picture in this file.")
-    path = job.folder / "audio_only.m4a"
+    path = job.folder / "audio_only.mp4"
     _ffmpeg(["-i", str(speech), "-filter_complex", _audio_graph(Look(), 6.0, job, speech_input=0, events=[]) + "[a]",
              "-map", "[a]", *_AAC, *_BITEXACT, str(path)])
     return SampleFile("audio_only", path, FAILED, "no video stream", 6.0, error_type="probe")

@@ -1,0 +1,54 @@
+"""The sandbox bounds every source in time and memory, and survives what kills its child."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from avcurate.process import probe_source
+from avcurate.sandbox import Sandbox, SourceFailure
+
+
+@pytest.fixture
+def sandbox():
+    box = Sandbox(memory_limit_mb=1024)
+    yield box
+    box.close()
+
+
+def test_result_comes_back_and_child_is_reused(sandbox: Sandbox) -> None:
+    assert sandbox.call(os.getpid, timeout_s=30) == sandbox.call(os.getpid, timeout_s=30) != os.getpid()
+
+
+def test_a_blocking_open_times_out_and_the_next_call_works(sandbox: Sandbox, tmp_path: Path) -> None:
+    fifo = tmp_path / "hang.mp4"
+    os.mkfifo(fifo)  # opening a pipe with no writer blocks forever inside the demuxer
+    started = time.monotonic()
+    with pytest.raises(SourceFailure, match="took longer than 2 s") as failure:
+        sandbox.call(probe_source, str(fifo), timeout_s=2, what="probing")
+    assert failure.value.kind == "timeout"
+    assert time.monotonic() - started < 20
+    assert sandbox.call(sum, [1, 2], timeout_s=30) == 3
+
+
+def test_memory_is_capped(sandbox: Sandbox) -> None:
+    with pytest.raises(SourceFailure) as failure:
+        sandbox.call(bytearray, 4 * 1024**3, timeout_s=30)
+    assert failure.value.kind == "memory"
+    assert "decode.memory_limit_mb" in str(failure.value)
+
+
+def test_a_dying_child_is_reported_and_replaced(sandbox: Sandbox) -> None:
+    with pytest.raises(SourceFailure, match="died") as failure:
+        sandbox.call(os._exit, 3, timeout_s=30)
+    assert failure.value.kind == "crash"
+    assert sandbox.call(sum, [2, 2], timeout_s=30) == 4
+
+
+def test_media_errors_keep_their_kind(sandbox: Sandbox, tmp_path: Path) -> None:
+    with pytest.raises(SourceFailure, match="does not exist") as failure:
+        sandbox.call(probe_source, str(tmp_path / "missing.mp4"), timeout_s=30)
+    assert failure.value.kind == "not_found"
