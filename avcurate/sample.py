@@ -37,7 +37,14 @@ UNKNOWN_FOURCC = b"ZZZZ"
 _BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1"]
 _H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-threads", "1"]
 _AAC = ["-c:a", "aac", "-b:a", "96k"]
-_FLASH_S = 0.08  # two frames at 25 fps: short enough not to read as a shot cut
+# A flash is a white box over a ninth of the frame: plain motion to the shot detector, not a cut. It appears at
+# once and fades over the next frames, so it has one sharp onset for a sync scorer to pair with its beep.
+_FLASH_BOX = "drawbox=x=iw/12:y=ih/12:w=iw/3:h=ih/3:t=fill"
+_FLASH_FADE = (1.0, 0.5, 0.25, 0.12)  # box opacity on the event's frame and the frames after it
+_BEEP_S = 0.08
+_BEEP_AMPLITUDE = 0.5
+_BED_AMPLITUDE = 0.1  # pink noise at about -35 dBFS RMS: room tone, above any -45 dBFS silence threshold
+_SPEECH_GAIN = 0.3  # speech onsets stay smaller than the beeps', so chance pairings do not outvote them
 
 
 class SampleError(RuntimeError):
@@ -153,37 +160,36 @@ def _talk(job: _Job) -> SampleFile:
     scenes = [
         Scene("testsrc2", 4.0),
         Scene("mandelbrot=maxiter=200", 4.0),
-        Scene(f"life=seed={job.seed()}:death_color=#203050:mold=10", 4.0, skip_s=2.0),
+        Scene(_life(job, "#ffe0a0", "#305080"), 4.0, skip_s=2.0),
     ]
-    path = _av_video(job, "talk_h264_aac.mp4", scenes, Look(), "Welcome to the curation demo. "
-                     "Every clip you keep should have a picture and a sound that belong together.")
+    text = "Welcome to the curation demo. Every clip you keep should have a picture and a sound that belong together."
+    path = _av_video(job, "talk_h264_aac.mp4", scenes, Look(), text)
     return SampleFile("talk", path, KEPT, "three shots, speech, H.264 + AAC 44.1 kHz mono", 12.0)
 
 
 def _street(job: _Job) -> SampleFile:
     scenes = [
-        Scene(_gradients(job, speed=0.03), 5.0),
-        Scene(f"sierpinski=seed={job.seed()}:jump=20", 5.0),
-        Scene("testsrc", 5.0),
+        Scene(_gradients(job), 5.0),
+        Scene("smptebars", 5.0, post="scroll=h=0.004"),
+        Scene("testsrc", 5.0, post="scroll=h=0.002"),
     ]
     look = Look(size=(480, 270), fps=30, sample_rate=48000, stereo=True)
-    path = _av_video(job, "street_30fps_48k_stereo.mp4", scenes, look, "The street is busy this morning. "
-                     "Cars pass, people talk, and a bell rings now and then near the old station.")
+    text = "The street is busy this morning. Cars pass, people talk, and a bell rings near the old station."
+    path = _av_video(job, "street_30fps_48k_stereo.mp4", scenes, look, text)
     return SampleFile("street", path, KEPT, "three shots, 30 fps 480x270, 48 kHz stereo AAC", 15.0)
 
 
 def _nature_vp9(job: _Job) -> SampleFile:
     scenes = [
-        Scene(f"cellauto=seed={job.seed()}:rule=30", 4.0),
+        Scene(_life(job, "#c0ff80", "#604020"), 4.0, skip_s=2.0),
         Scene("mandelbrot=maxiter=150:start_scale=2", 3.0),
-        Scene(f"life=seed={job.seed()}:life_color=#c0ff80:death_color=#402010", 3.0, skip_s=2.0),
+        Scene(_gradients(job, speed=0.2, kind="radial"), 3.0),
     ]
-    look = Look(sample_rate=48000)
     codecs = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "400k", "-threads", "1",
-              "-c:a", "libopus", "-b:a", "48k"]
-    path = _av_video(job, "nature_vp9_opus.mkv", scenes, look, "Birds sing in the forest. "
-                     "Water runs over stones.", codecs=codecs)
-    return SampleFile("nature_vp9", path, KEPT, "three shots, Matroska with VP9 + Opus", 10.0)
+              "-c:a", "libopus", "-b:a", "48k"]  # fmt: skip
+    text = "Birds sing in the forest. Water runs over stones."
+    path = _av_video(job, "nature_vp9_opus.mkv", scenes, Look(sample_rate=48000), text, codecs=codecs)
+    return SampleFile("nature_vp9", path, KEPT, "three shots, Matroska with VP9 + Opus 48 kHz", 10.0)
 
 
 def _odd_name(job: _Job) -> SampleFile:
@@ -196,69 +202,68 @@ def _odd_name(job: _Job) -> SampleFile:
 
 def _late_audio(job: _Job) -> SampleFile:
     """Audio begins LATE_AUDIO_S after the video; its timestamps say so, and honouring them keeps sync."""
-    scenes = [Scene("testsrc2", 5.0), Scene(f"sierpinski=seed={job.seed()}:type=triangle", 5.0)]
+    scenes = [Scene("testsrc2", 5.0), Scene("mandelbrot=maxiter=200", 5.0)]
     look, seconds = Look(), 10.0
-    events = _event_times(job.rng, seconds, first=LATE_AUDIO_S + 0.4)
+    events = _event_times(job.rng, LATE_AUDIO_S + 0.4, seconds, look.fps)
     speech = _speech(job, "The sound of this clip starts one second after its picture.")
-    audio = _audio_graph(look, seconds - LATE_AUDIO_S, job, speech_input=0,
-                         events=[t - LATE_AUDIO_S for t in events])
+    audio = _audio_graph(look, seconds - LATE_AUDIO_S, job, [t - LATE_AUDIO_S for t in events])
     # asetpts moves the audio's timestamps; the MP4 muxer records the gap as an edit list.
     graph = ";".join([_video_graph(scenes, look, events), f"{audio},asetpts=PTS+{LATE_AUDIO_S}/TB[a]"])
     path = job.folder / "late_audio.mp4"
-    _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *_H264, *_AAC,
-             *_BITEXACT, str(path)])
+    _encode(speech, graph, path)
     # ffprobe shows start_time 0.976: the AAC encoder's 1024 priming samples come first, as in any AAC stream.
-    return SampleFile("late_audio", path, KEPT, f"audio stream starts {LATE_AUDIO_S:.1f} s after the video",
-                      seconds)
+    why = f"audio stream starts {LATE_AUDIO_S:.1f} s after the video; in sync when placed by its timestamps"
+    return SampleFile("late_audio", path, KEPT, why, seconds)
 
 
 def _rotated(job: _Job) -> SampleFile:
     """A phone held upright: landscape pixels plus a display matrix turning them to portrait (as phones do)."""
     scenes = [Scene("testsrc2", 4.0), Scene(_gradients(job), 4.0)]
-    portrait = Look(size=(270, 480))
-    events = _event_times(job.rng, 8.0)
+    portrait, seconds = Look(size=(270, 480)), 8.0
+    events = _event_times(job.rng, 0.4, seconds, portrait.fps)
     speech = _speech(job, "This phone video was filmed upright.")
     # Stored turned a quarter counter-clockwise; the matrix (rotation -90, as an iPhone writes) turns it back.
     graph = ";".join([
         _video_graph(scenes, portrait, events, label="upright") + ";[upright]transpose=cclock[v]",
-        _audio_graph(portrait, 8.0, job, speech_input=0, events=events) + "[a]",
+        _audio_graph(portrait, seconds, job, events) + "[a]",
     ])
     landscape = job.scratch / "landscape.mp4"
-    _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *_H264, *_AAC, *_BITEXACT,
-             str(landscape)])
+    _encode(speech, graph, landscape)
     # ffmpeg 5.1 turns a "rotate" tag into a display matrix only when stream copying.
     path = job.folder / "phone_rotated.mp4"
     _ffmpeg(["-i", str(landscape), "-map", "0", "-c", "copy", "-metadata:s:v:0", "rotate=270", *_BITEXACT, str(path)])
-    return SampleFile("rotated", path, KEPT, "480x270 stored, display matrix rotation -90: shown as portrait 270x480",
-                      8.0)
+    why = "480x270 stored, display matrix rotation -90: shown as portrait 270x480"
+    return SampleFile("rotated", path, KEPT, why, seconds)
 
 
 def _vfr(job: _Job) -> SampleFile:
     """Frame rate changes mid-stream (30, 15, 24 fps), as in phone and screen recordings."""
-    seconds = 10.0
-    events = _event_times(job.rng, seconds)
-    shots = [(Scene("testsrc2", 4.0), 30), (Scene(_gradients(job, speed=0.05), 3.0), 15),
-             (Scene("mandelbrot=maxiter=150", 3.0), 24)]
-    parts = []
+    shots = [(Scene("testsrc2", 4.0), 30), (Scene(_gradients(job, speed=0.2), 3.0), 15),
+             (Scene("mandelbrot=maxiter=150", 3.0), 24)]  # fmt: skip
+    parts, events, start = [], [], 0.0
     for i, (scene, fps) in enumerate(shots):
-        look = Look(fps=fps)
-        # Each shot keeps its own rate; a 1/120 s time base holds 30, 15 and 24 fps frame times exactly.
-        parts.append(f"{_scene_filter(scene, look)},settb=1/120[s{i}]")
-    concat = "".join(f"[s{i}]" for i in range(len(shots))) + f"concat=n={len(shots)}:v=1:a=0,{_flash(events)}[v]"
+        # Events on each shot's own frame grid, so every flash lands on a frame exactly when its beep starts.
+        local = _event_times(job.rng, 0.4, scene.seconds, fps)
+        events += [start + t for t in local]
+        start += scene.seconds
+        # A 1/120 s time base holds 30, 15 and 24 fps frame times exactly.
+        parts.append(f"{_scene_filter(scene, Look(fps=fps))},{_flash(local, fps)},settb=1/120[s{i}]")
+    seconds = start
+    inputs = "".join(f"[s{i}]" for i in range(len(shots)))
     speech = _speech(job, "The frame rate of this recording changes from shot to shot.")
-    graph = ";".join([*parts, concat, _audio_graph(Look(), seconds, job, speech_input=0, events=events) + "[a]"])
+    graph = ";".join([*parts, f"{inputs}concat=n={len(shots)}:v=1:a=0[v]",
+                      _audio_graph(Look(), seconds, job, events) + "[a]"])  # fmt: skip
     path = job.folder / "vfr.mp4"
-    _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-fps_mode", "vfr",
-             "-video_track_timescale", "120", *_H264, *_AAC, *_BITEXACT, str(path)])
+    _encode(speech, graph, path, extra=["-fps_mode", "vfr", "-video_track_timescale", "120"])
     return SampleFile("vfr", path, KEPT, "variable frame rate: 30, then 15, then 24 fps", seconds)
 
 
 def _event_shift(job: _Job) -> SampleFile:
     """Flashes and tone bursts from synth.py, the sound EVENT_SHIFT_MS late: inside the default sync tolerance."""
-    path = write_event_video(job.folder / "event_shift_120ms.mp4", duration_s=8.0, audio_shift_ms=EVENT_SHIFT_MS,
-                             seed=job.seed())
-    return SampleFile("event_shift", path, KEPT, f"sound {EVENT_SHIFT_MS:.0f} ms after each flash: "
-                      f"av_offset_ms should come out near +{EVENT_SHIFT_MS:.0f}", 8.0)
+    path = job.folder / "event_shift_120ms.mp4"
+    write_event_video(path, duration_s=8.0, audio_shift_ms=EVENT_SHIFT_MS, seed=job.seed())
+    why = f"synth.py events, sound {EVENT_SHIFT_MS:.0f} ms after each flash: av_offset_ms near +{EVENT_SHIFT_MS:.0f}"
+    return SampleFile("event_shift", path, KEPT, why, 8.0)
 
 
 # --- rejected and broken -------------------------------------------------------------------------------
@@ -267,17 +272,17 @@ def _event_shift(job: _Job) -> SampleFile:
 def _black_silent(job: _Job) -> SampleFile:
     look, seconds = Look(), 8.0
     graph = (f"color=black:s={_size(look)}:r={look.fps}:d={seconds},format=yuv420p[v];"
-             f"anoisesrc=c=white:a=0.0005:seed={job.seed()}:r={look.sample_rate}:d={seconds}[a]")
+             f"anoisesrc=c=white:a=0.0005:seed={job.seed()}:r={look.sample_rate}:d={seconds}[a]")  # fmt: skip
     path = job.folder / "black_silent.mp4"
     _ffmpeg(["-filter_complex", graph, "-map", "[v]", "-map", "[a]", *_H264, *_AAC, *_BITEXACT, str(path)])
-    return SampleFile("black_silent", path, REJECTED, "black picture, audio at -66 dBFS: filters reject it", seconds)
+    return SampleFile("black_silent", path, REJECTED, "black picture, audio at -70 dBFS: filters reject it", seconds)
 
 
 def _audio_only(job: _Job) -> SampleFile:
     speech = _speech(job, "There is no picture in this file.")
-    path = job.folder / "audio_only.mp4"
-    _ffmpeg(["-i", str(speech), "-filter_complex", _audio_graph(Look(), 6.0, job, speech_input=0, events=[]) + "[a]",
-             "-map", "[a]", *_AAC, *_BITEXACT, str(path)])
+    path = job.folder / "audio_only.mp4"  # .mp4, as DASH audio tracks are: a folder scan must list it
+    graph = _audio_graph(Look(), 6.0, job, []) + "[a]"
+    _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[a]", *_AAC, *_BITEXACT, str(path)])
     return SampleFile("audio_only", path, FAILED, "no video stream", 6.0, error_type="probe")
 
 
@@ -291,14 +296,13 @@ def _video_only(job: _Job) -> SampleFile:
 def _unsupported_codec(job: _Job) -> SampleFile:
     """An AVI whose video FourCC names no codec, so libavcodec has no decoder for it."""
     look, seconds = Look(), 4.0
-    graph = (_video_graph([Scene("testsrc2", seconds)], look, []) +
-             f";sine=f=440:r={look.sample_rate}:d={seconds}[a]")
+    graph = _video_graph([Scene("testsrc2", seconds)], look, []) + f";sine=f=440:r={look.sample_rate}:d={seconds}[a]"
     path = job.folder / "unsupported_codec.avi"
     _ffmpeg(["-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-c:v", "mpeg4", "-vtag", "FMP4",
-             "-c:a", "pcm_s16le", *_BITEXACT, str(path)])
+             "-c:a", "pcm_s16le", *_BITEXACT, str(path)])  # fmt: skip
     _patch_avi_fourcc(path, UNKNOWN_FOURCC)
-    return SampleFile("unsupported_codec", path, FAILED,
-                      f"video FourCC patched to {UNKNOWN_FOURCC.decode()}: no decoder", seconds, error_type="probe")
+    why = f"MPEG-4 video with its FourCC patched to {UNKNOWN_FOURCC.decode()}: no decoder; PCM audio"
+    return SampleFile("unsupported_codec", path, FAILED, why, seconds, error_type="probe")
 
 
 def _truncated(folder: Path, good: Path) -> SampleFile:
@@ -306,8 +310,8 @@ def _truncated(folder: Path, good: Path) -> SampleFile:
     path = folder / "truncated.mp4"
     path.write_bytes(data[: int(len(data) * TRUNCATE_FRACTION)])
     # ffmpeg writes the moov atom last, so the cut removes the index: nothing can be located.
-    return SampleFile("truncated", path, FAILED, f"first {TRUNCATE_FRACTION:.0%} of {good.name}: no moov atom",
-                      error_type="probe")
+    why = f"first {TRUNCATE_FRACTION:.0%} of {good.name}: no moov atom"
+    return SampleFile("truncated", path, FAILED, why, error_type="probe")
 
 
 def _empty(folder: Path) -> SampleFile:
@@ -351,31 +355,42 @@ _GENERATORS: dict[str, Callable[[_Job], SampleFile]] = {
 
 
 def _av_video(job: _Job, name: str, scenes: Sequence[Scene], look: Look, text: str,
-              codecs: Sequence[str] = (*_H264, *_AAC)) -> Path:
+              codecs: Sequence[str] = (*_H264, *_AAC)) -> Path:  # fmt: skip
     """Shots cut together with flash/beep events, speech over a noise bed."""
     seconds = sum(s.seconds for s in scenes)
-    events = _event_times(job.rng, seconds)
+    events = _event_times(job.rng, 0.4, seconds, look.fps)
     speech = _speech(job, text)
-    graph = ";".join([_video_graph(scenes, look, events),
-                      _audio_graph(look, seconds, job, speech_input=0, events=events) + "[a]"])
+    graph = ";".join([_video_graph(scenes, look, events), _audio_graph(look, seconds, job, events) + "[a]"])
     path = job.folder / name
-    _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *codecs, *_BITEXACT,
-             str(path)])
+    _encode(speech, graph, path, codecs=codecs)
     return path
 
 
-def _gradients(job: _Job, speed: float = 0.01) -> str:
+def _encode(speech: Path, graph: str, path: Path, *, codecs: Sequence[str] = (*_H264, *_AAC),
+            extra: Sequence[str] = ()) -> None:  # fmt: skip
+    """Run a graph whose input 0 is the speech and whose outputs are [v] and [a]."""
+    _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *extra, *codecs,
+             *_BITEXACT, str(path)])  # fmt: skip
+
+
+def _gradients(job: _Job, speed: float = 0.1, kind: str = "linear") -> str:
     """The gradients source draws 'random' colours from the clock, not from its seed: name them."""
     c0, c1 = (f"0x{job.rng.randrange(1 << 24):06x}" for _ in range(2))
-    return f"gradients=seed={job.seed()}:speed={speed}:c0={c0}:c1={c1}"
+    return f"gradients=seed={job.seed()}:speed={speed}:type={kind}:c0={c0}:c1={c1}"
 
 
-def _event_times(rng: random.Random, seconds: float, first: float = 0.4) -> list[float]:
-    """Irregular gaps, so a sync search cannot lock onto the wrong period."""
-    times, t = [], first
-    while t < seconds - 0.3:
-        times.append(round(t, 3))
-        t += rng.uniform(0.7, 1.6)
+def _life(job: _Job, alive: str, dead: str) -> str:
+    """Sparse life in light colours: busy but not dark (the default black would count as black frames)."""
+    return f"life=seed={job.seed()}:ratio=0.2:life_color={alive}:death_color={dead}"
+
+
+def _event_times(rng: random.Random, start: float, end: float, fps: int) -> list[float]:
+    """Irregular gaps (so a sync search cannot lock onto a wrong period), on the frame grid (so each flash
+    shows on the very frame its beep starts)."""
+    times, t = [], start
+    while t < end - 0.3:
+        times.append(round(t * fps) / fps)
+        t += rng.uniform(0.4, 1.0)
     return times
 
 
@@ -391,37 +406,39 @@ def _scene_filter(scene: Scene, look: Look) -> str:
     return f"{source}{post},{trim},format=yuv420p,setsar=1"
 
 
-def _flash(events: Sequence[float]) -> str:
-    """A white box, a ninth of the frame, during each event: visible motion, not a shot cut."""
-    box = "drawbox=x=iw/12:y=ih/12:w=iw/3:h=ih/3:color=white:t=fill"
-    return f"{box}:enable='{_windows(events)}'" if events else "null"
-
-
-def _windows(events: Sequence[float]) -> str:
-    return "+".join(f"between(t,{t:.3f},{t + _FLASH_S:.3f})" for t in events)
+def _flash(events: Sequence[float], fps: int) -> str:
+    """One drawbox per fade step; step k covers frame k after each event (events lie on the frame grid)."""
+    if not events:
+        return "null"
+    frame, slack = 1.0 / fps, 0.25 / fps  # slack absorbs rounding in frame times
+    steps = []
+    for k, opacity in enumerate(_FLASH_FADE):
+        on = "+".join(f"gte(t,{t + k * frame - slack:.4f})*lt(t,{t + k * frame + slack:.4f})" for t in events)
+        steps.append(f"{_FLASH_BOX}:color=white@{opacity}:enable='{on}'")
+    return ",".join(steps)
 
 
 def _video_graph(scenes: Sequence[Scene], look: Look, events: Sequence[float], label: str = "v") -> str:
     shots = [f"{_scene_filter(s, look)}[s{i}]" for i, s in enumerate(scenes)]
     inputs = "".join(f"[s{i}]" for i in range(len(scenes)))
-    return ";".join([*shots, f"{inputs}concat=n={len(scenes)}:v=1:a=0,{_flash(events)}[{label}]"])
+    return ";".join([*shots, f"{inputs}concat=n={len(scenes)}:v=1:a=0,{_flash(events, look.fps)}[{label}]"])
 
 
-def _audio_graph(look: Look, seconds: float, job: _Job, *, speech_input: int, events: Sequence[float]) -> str:
-    """Speech from input `speech_input`, a pink-noise bed (never silent) and a beep at each event.
+def _audio_graph(look: Look, seconds: float, job: _Job, events: Sequence[float]) -> str:
+    """Speech (input 0) over a pink-noise bed, and a beep at each event.
 
     Returns a chain without its output label, so callers can append filters.
     """
     rate = look.sample_rate
-    beeps = f"0.35*sin(2*PI*880*t)*({_windows(events)})" if events else "0"
+    gate = "+".join(f"between(t,{t:.4f},{t + _BEEP_S:.4f})" for t in events) or "0"
     # Stereo with unequal channels, so a downmix is exercised, not just a channel pick.
     layout = "pan=stereo|c0=c0|c1=0.7*c0" if look.stereo else "aformat=channel_layouts=mono"
     return ";".join([
-        f"[{speech_input}:a]aresample={rate},adelay=500:all=1,apad,atrim=duration={seconds}[speech]",
-        f"anoisesrc=c=pink:a=0.02:seed={job.seed()}:r={rate}:d={seconds}[bed]",
-        f"aevalsrc='{beeps}':s={rate}:d={seconds}[beeps]",
+        f"[0:a]aresample={rate},volume={_SPEECH_GAIN},adelay=500:all=1,apad,atrim=duration={seconds}[speech]",
+        f"anoisesrc=c=pink:a={_BED_AMPLITUDE}:seed={job.seed()}:r={rate}:d={seconds}[bed]",
+        f"aevalsrc='{_BEEP_AMPLITUDE}*sin(2*PI*880*t)*({gate})':s={rate}:d={seconds}[beeps]",
         f"[speech][bed][beeps]amix=inputs=3:normalize=0,{layout}",
-    ])
+    ])  # fmt: skip
 
 
 def _speech(job: _Job, text: str) -> Path:

@@ -21,10 +21,11 @@ _AUDIO_FLOOR_DB = -80.0  # energies below this are treated as silence, so dither
 _MOTION_FLOOR = 1e-3  # mean abs luma change (0..1) below this counts as no change
 _GRID = 4  # the picture is split into GRID x GRID regions, so a small event is not averaged away
 _FLAT = 1e-6  # an envelope with less spread than this carries no events
+_LOOKBACK = 3  # frames a visual rise is measured over: covers repeated frames of sources down to ~8 fps
 _MIN_FRAMES = 3  # two frame differences are needed for one visual onset
 # Excess of the peak over the typical chance peak, in null standard deviations, mapped linearly to 0..1.
-_EXCESS_ZERO = 1.0
-_EXCESS_FULL = 5.0
+_EXCESS_ZERO = 2.0
+_EXCESS_FULL = 6.0
 
 _NO_ESTIMATE = SyncEstimate(offset_ms=0.0, confidence=0.0)
 
@@ -47,11 +48,13 @@ class EnvelopeSyncScorer:
         n_bins = math.floor(gray.shape[0] / signals.fps / hop_s)
         visual = _visual_onsets(gray)
         sound = _audio_onsets(audio, window, n_bins)
-        if n_bins < 4 or visual.std() < _FLAT or sound.std() < _FLAT:
+        if n_bins < 4 or not (np.isfinite(visual).all() and np.isfinite(sound).all()):
+            return _NO_ESTIMATE
+        if visual.std() < _FLAT or sound.std() < _FLAT:
             return _NO_ESTIMATE
         frame_bins = np.arange(gray.shape[0]) / signals.fps / hop_s
         corr = _circular_xcorr(visual, frame_bins, sound, smooth_bins=1.0 / signals.fps / hop_s)
-        max_lag = min(math.floor(self.max_offset_ms / 1000.0 / hop_s), (n_bins - 1) // 2)
+        max_lag = max(min(math.floor(self.max_offset_ms / 1000.0 / hop_s), (n_bins - 1) // 2), 0)
         lag = _refined_peak(corr, max_lag)
         guard = math.ceil(1.0 / signals.fps / hop_s) + 1
         confidence = _confidence(corr, max_lag, guard)
@@ -61,13 +64,20 @@ class EnvelopeSyncScorer:
 
 
 def _visual_onsets(gray: np.ndarray) -> np.ndarray:
-    """Per frame: mean over regions of the rise in log motion energy; entry k is the change first seen in frame k."""
+    """Per frame: mean over regions of the rise in log motion energy; entry k is the change first seen in frame k.
+
+    The rise is taken over the largest of the previous few frames' motion, not just the last one: a repeated
+    frame (a 24 fps source shown at 25 fps) then reads as a pause, not as a burst of new motion after it.
+    """
     frames, h, w = gray.shape
     gh, gw = min(_GRID, h), min(_GRID, w)
     diff = np.abs(np.diff(gray[:, : h - h % gh, : w - w % gw].astype(np.float32), axis=0))
     motion = diff.reshape(frames - 1, gh, h // gh, gw, w // gw).mean(axis=(2, 4)).reshape(frames - 1, -1)
-    rise = np.maximum(np.diff(np.log(motion + _MOTION_FLOOR), axis=0), 0.0).mean(axis=1)
-    return np.concatenate([np.zeros(2), rise])
+    level = np.log(motion + _MOTION_FLOOR)
+    padded = np.concatenate([np.repeat(level[:1], _LOOKBACK, axis=0), level])
+    recent = np.max([padded[_LOOKBACK - s : -s] for s in range(1, _LOOKBACK + 1)], axis=0)
+    rise = np.maximum(level - recent, 0.0).mean(axis=1)
+    return np.concatenate([[0.0], rise])
 
 
 def _audio_onsets(audio: np.ndarray, window: int, n_bins: int) -> np.ndarray:
