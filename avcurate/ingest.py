@@ -87,7 +87,7 @@ def is_remote(uri: str) -> bool:
     return not uri.startswith(_LOCAL_SCHEME) and FileSystems.get_scheme(uri) is not None
 
 
-def is_video_name(uri: str) -> bool:
+def _is_video_name(uri: str) -> bool:
     return posixpath.splitext(uri)[1].lower() in VIDEO_EXTENSIONS
 
 
@@ -137,7 +137,7 @@ def _scan_local_folder(folder: str, raw: str) -> Iterator[tuple[str, Meta]]:
         os.path.join(dirpath, name)
         for dirpath, _, names in os.walk(folder, onerror=fail)
         for name in names
-        if is_video_name(name)
+        if _is_video_name(name)
     ]
     if not found:
         raise IngestError(_no_videos_message(raw))
@@ -155,12 +155,12 @@ def _expand_remote(uri: str) -> Iterator[tuple[str, Meta]]:
         raise IngestError(f"manifest {uri!r} not found (check the path and your credentials for its filesystem)")
     else:
         # Object stores have no real folders: "gs://bucket/videos" may be a prefix with videos under it.
-        under = [path for path in _match(uri + "/**", uri) if is_video_name(path)]
+        under = [path for path in _match(uri + "/**", uri) if _is_video_name(path)]
         yield from ((path, {}) for path in under) if under else [(uri, {})]
 
 
 def _remote_folder(prefix: str, raw: str) -> Iterator[tuple[str, Meta]]:
-    found = [path for path in _match(prefix + "**", raw) if is_video_name(path)]
+    found = [path for path in _match(prefix + "**", raw) if _is_video_name(path)]
     if not found:
         raise IngestError(_no_videos_message(raw))
     yield from ((path, {}) for path in found)
@@ -202,8 +202,8 @@ def _no_videos_message(raw: str) -> str:
 
 
 def _read_manifest(uri: str) -> Iterator[tuple[str, Meta]]:
-    if not is_remote(uri) and not stat.S_ISREG(os.stat(uri).st_mode):
-        raise IngestError(f"manifest {uri!r} is not a regular file; ingest reads manifests but never blocks on pipes")
+    if not is_remote(uri):
+        _require_regular_file(uri)
     columns, rows = _manifest_rows(uri)
     if columns and URI_COLUMN not in columns:
         raise IngestError(
@@ -219,6 +219,16 @@ def _read_manifest(uri: str) -> Iterator[tuple[str, Meta]]:
         yield _resolve(value, uri), _json_safe_meta(row)
 
 
+def _require_regular_file(path: str) -> None:
+    """A FIFO or device named like a manifest would block the read; a dangling link cannot be read at all."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise IngestError(f"cannot read manifest {path!r}: {e}") from e
+    if not stat.S_ISREG(mode):
+        raise IngestError(f"manifest {path!r} is not a regular file")
+
+
 def _manifest_rows(uri: str) -> tuple[set[str], list[Meta]]:
     """Column names and rows. Columns come from the schema where the format has one, so a manifest
     without rows still reports its missing `uri` column."""
@@ -226,13 +236,13 @@ def _manifest_rows(uri: str) -> tuple[set[str], list[Meta]]:
     try:
         with open_uri(uri) as f:
             if ext == ".csv":
-                # The uri column stays a string even when names look like numbers ("0001.mp4" is safe; "0001" too).
+                # The uri column stays text: a name like 0001 must not turn into the integer 1.
                 options = pa_csv.ConvertOptions(strings_can_be_null=True, column_types={URI_COLUMN: pa.string()})
                 table = pa_csv.read_csv(f, convert_options=options)
             elif ext == ".parquet":
                 table = pq.read_table(f)
             else:
-                rows = _json_rows(f.read().decode("utf-8"), uri, as_array=ext == ".json")
+                rows = _json_rows(f.read().decode("utf-8-sig"), uri, as_array=ext == ".json")
                 return {key for row in rows for key in row}, rows
     except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
         raise IngestError(f"cannot read manifest {uri!r}: {e}") from e

@@ -59,9 +59,9 @@ def probe_container(container: Any) -> ProbeInfo:
         has_audio=audio is not None,
     )
     if video is not None:
-        ctx = video.codec_context
+        ctx = video.codec_context  # None when this FFmpeg has no decoder for the codec
         info.video_codec = ctx.name if ctx is not None else None
-        info.width, info.height = ctx.width, ctx.height
+        info.width, info.height = (ctx.width, ctx.height) if ctx is not None else (None, None)
         rate = video.average_rate or video.guessed_rate or video.base_rate
         info.fps = float(rate) if rate else None
         info.rotation = _rotation(video)

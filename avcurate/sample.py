@@ -6,7 +6,7 @@ that never returns). The good videos carry flashes that coincide with beeps, so 
 something to find, and several lavfi scenes, so shot cuts exist.
 
 Deterministic: the same seed and ffmpeg build give the same bytes (bitexact flags, no metadata, seeded
-noise sources, single-threaded encoders).
+noise sources, single-threaded encoders), except for the event video that synth.py writes.
 
     python -m avcurate.sample FOLDER [--seed N]
 """
@@ -34,9 +34,9 @@ LATE_AUDIO_S = 1.0
 EVENT_SHIFT_MS = 120.0
 UNKNOWN_FOURCC = b"ZZZZ"
 
-_BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1"]
-_H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-threads", "1"]
-_AAC = ["-c:a", "aac", "-b:a", "96k"]
+_BITEXACT = ("-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1")
+_H264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-threads", "1")
+_AAC = ("-c:a", "aac", "-b:a", "96k")
 # A flash is a white box over a ninth of the frame: plain motion to the shot detector, not a cut. It appears at
 # once and fades over the next frames, so it has one sharp onset for a sync scorer to pair with its beep.
 _FLASH_BOX = "drawbox=x=iw/12:y=ih/12:w=iw/3:h=ih/3:t=fill"
@@ -93,10 +93,6 @@ class SampleSet:
     @property
     def broken(self) -> list[SampleFile]:
         return self.expecting(FAILED)
-
-    @property
-    def paths(self) -> list[Path]:
-        return [f.path for f in self.files]
 
 
 @dataclass(frozen=True)
@@ -185,8 +181,9 @@ def _nature_vp9(job: _Job) -> SampleFile:
         Scene("mandelbrot=maxiter=150:start_scale=2", 3.0),
         Scene(_gradients(job, speed=0.2, kind="radial"), 3.0),
     ]
-    codecs = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "400k", "-threads", "1",
-              "-c:a", "libopus", "-b:a", "48k"]  # fmt: skip
+    # Constant quality: with a bitrate target, VP9's per-frame quality swings look like cuts to a histogram.
+    vp9 = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-crf", "30", "-b:v", "0", "-threads", "1"]
+    codecs = [*vp9, "-c:a", "libopus", "-b:a", "48k"]
     text = "Birds sing in the forest. Water runs over stones."
     path = _av_video(job, "nature_vp9_opus.mkv", scenes, Look(sample_rate=48000), text, codecs=codecs)
     return SampleFile("nature_vp9", path, KEPT, "three shots, Matroska with VP9 + Opus 48 kHz", 10.0)
@@ -239,7 +236,7 @@ def _rotated(job: _Job) -> SampleFile:
 def _vfr(job: _Job) -> SampleFile:
     """Frame rate changes mid-stream (30, 15, 24 fps), as in phone and screen recordings."""
     shots = [(Scene("testsrc2", 4.0), 30), (Scene(_gradients(job, speed=0.2), 3.0), 15),
-             (Scene("mandelbrot=maxiter=150", 3.0), 24)]  # fmt: skip
+             (Scene("mandelbrot=maxiter=150", 3.0), 24)]
     parts, events, start = [], [], 0.0
     for i, (scene, fps) in enumerate(shots):
         # Events on each shot's own frame grid, so every flash lands on a frame exactly when its beep starts.
@@ -252,7 +249,7 @@ def _vfr(job: _Job) -> SampleFile:
     inputs = "".join(f"[s{i}]" for i in range(len(shots)))
     speech = _speech(job, "The frame rate of this recording changes from shot to shot.")
     graph = ";".join([*parts, f"{inputs}concat=n={len(shots)}:v=1:a=0[v]",
-                      _audio_graph(Look(), seconds, job, events) + "[a]"])  # fmt: skip
+                      _audio_graph(Look(), seconds, job, events) + "[a]"])
     path = job.folder / "vfr.mp4"
     _encode(speech, graph, path, extra=["-fps_mode", "vfr", "-video_track_timescale", "120"])
     return SampleFile("vfr", path, KEPT, "variable frame rate: 30, then 15, then 24 fps", seconds)
@@ -272,7 +269,7 @@ def _event_shift(job: _Job) -> SampleFile:
 def _black_silent(job: _Job) -> SampleFile:
     look, seconds = Look(), 8.0
     graph = (f"color=black:s={_size(look)}:r={look.fps}:d={seconds},format=yuv420p[v];"
-             f"anoisesrc=c=white:a=0.0005:seed={job.seed()}:r={look.sample_rate}:d={seconds}[a]")  # fmt: skip
+             f"anoisesrc=c=white:a=0.0005:seed={job.seed()}:r={look.sample_rate}:d={seconds}[a]")
     path = job.folder / "black_silent.mp4"
     _ffmpeg(["-filter_complex", graph, "-map", "[v]", "-map", "[a]", *_H264, *_AAC, *_BITEXACT, str(path)])
     return SampleFile("black_silent", path, REJECTED, "black picture, audio at -70 dBFS: filters reject it", seconds)
@@ -299,7 +296,7 @@ def _unsupported_codec(job: _Job) -> SampleFile:
     graph = _video_graph([Scene("testsrc2", seconds)], look, []) + f";sine=f=440:r={look.sample_rate}:d={seconds}[a]"
     path = job.folder / "unsupported_codec.avi"
     _ffmpeg(["-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-c:v", "mpeg4", "-vtag", "FMP4",
-             "-c:a", "pcm_s16le", *_BITEXACT, str(path)])  # fmt: skip
+             "-c:a", "pcm_s16le", *_BITEXACT, str(path)])
     _patch_avi_fourcc(path, UNKNOWN_FOURCC)
     why = f"MPEG-4 video with its FourCC patched to {UNKNOWN_FOURCC.decode()}: no decoder; PCM audio"
     return SampleFile("unsupported_codec", path, FAILED, why, seconds, error_type="probe")
@@ -355,7 +352,7 @@ _GENERATORS: dict[str, Callable[[_Job], SampleFile]] = {
 
 
 def _av_video(job: _Job, name: str, scenes: Sequence[Scene], look: Look, text: str,
-              codecs: Sequence[str] = (*_H264, *_AAC)) -> Path:  # fmt: skip
+              codecs: Sequence[str] = (*_H264, *_AAC)) -> Path:
     """Shots cut together with flash/beep events, speech over a noise bed."""
     seconds = sum(s.seconds for s in scenes)
     events = _event_times(job.rng, 0.4, seconds, look.fps)
@@ -367,10 +364,10 @@ def _av_video(job: _Job, name: str, scenes: Sequence[Scene], look: Look, text: s
 
 
 def _encode(speech: Path, graph: str, path: Path, *, codecs: Sequence[str] = (*_H264, *_AAC),
-            extra: Sequence[str] = ()) -> None:  # fmt: skip
+            extra: Sequence[str] = ()) -> None:
     """Run a graph whose input 0 is the speech and whose outputs are [v] and [a]."""
     _ffmpeg(["-i", str(speech), "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *extra, *codecs,
-             *_BITEXACT, str(path)])  # fmt: skip
+             *_BITEXACT, str(path)])
 
 
 def _gradients(job: _Job, speed: float = 0.1, kind: str = "linear") -> str:
@@ -438,7 +435,7 @@ def _audio_graph(look: Look, seconds: float, job: _Job, events: Sequence[float])
         f"anoisesrc=c=pink:a={_BED_AMPLITUDE}:seed={job.seed()}:r={rate}:d={seconds}[bed]",
         f"aevalsrc='{_BEEP_AMPLITUDE}*sin(2*PI*880*t)*({gate})':s={rate}:d={seconds}[beeps]",
         f"[speech][bed][beeps]amix=inputs=3:normalize=0,{layout}",
-    ])  # fmt: skip
+    ])
 
 
 def _speech(job: _Job, text: str) -> Path:

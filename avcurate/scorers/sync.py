@@ -20,10 +20,12 @@ _HOP_S = 0.010  # audio envelope hop: the lag grid before peak refinement
 _AUDIO_FLOOR_DB = -80.0  # energies below this are treated as silence, so dither cannot make onsets
 _MOTION_FLOOR = 1e-3  # mean abs luma change (0..1) below this counts as no change
 _GRID = 4  # the picture is split into GRID x GRID regions, so a small event is not averaged away
+_SHORT_SIDE = 64  # larger pictures are subsampled to about this: region means need no more, and it bounds cost
 _FLAT = 1e-6  # an envelope with less spread than this carries no events
 _LOOKBACK = 3  # frames a visual rise is measured over: covers repeated frames of sources down to ~8 fps
 _MIN_FRAMES = 3  # two frame differences are needed for one visual onset
 # Excess of the peak over the typical chance peak, in null standard deviations, mapped linearly to 0..1.
+# Unrelated audio gives about 0 +- 1 (its peak is a chance peak); related clips of 6 s or more give 7 to 12.
 _EXCESS_ZERO = 2.0
 _EXCESS_FULL = 6.0
 
@@ -46,13 +48,16 @@ class EnvelopeSyncScorer:
         window = max(round(_HOP_S * signals.sample_rate), 1)
         hop_s = window / signals.sample_rate
         n_bins = math.floor(gray.shape[0] / signals.fps / hop_s)
+        if n_bins < 4:
+            return _NO_ESTIMATE
         visual = _visual_onsets(gray)
         sound = _audio_onsets(audio, window, n_bins)
-        if n_bins < 4 or not (np.isfinite(visual).all() and np.isfinite(sound).all()):
+        if not (np.isfinite(visual).all() and np.isfinite(sound).all()):
             return _NO_ESTIMATE
         if visual.std() < _FLAT or sound.std() < _FLAT:
             return _NO_ESTIMATE
-        frame_bins = np.arange(gray.shape[0]) / signals.fps / hop_s
+        # An audio onset lies somewhere in the window its rise ends in: on average half a hop into it.
+        frame_bins = np.arange(gray.shape[0]) / signals.fps / hop_s - 0.5
         corr = _circular_xcorr(visual, frame_bins, sound, smooth_bins=1.0 / signals.fps / hop_s)
         max_lag = max(min(math.floor(self.max_offset_ms / 1000.0 / hop_s), (n_bins - 1) // 2), 0)
         lag = _refined_peak(corr, max_lag)
@@ -69,10 +74,15 @@ def _visual_onsets(gray: np.ndarray) -> np.ndarray:
     The rise is taken over the largest of the previous few frames' motion, not just the last one: a repeated
     frame (a 24 fps source shown at 25 fps) then reads as a pause, not as a burst of new motion after it.
     """
+    step = max(min(gray.shape[1:]) // _SHORT_SIDE, 1)
+    gray = gray[:, ::step, ::step]
     frames, h, w = gray.shape
     gh, gw = min(_GRID, h), min(_GRID, w)
-    diff = np.abs(np.diff(gray[:, : h - h % gh, : w - w % gw].astype(np.float32), axis=0))
-    motion = diff.reshape(frames - 1, gh, h // gh, gw, w // gw).mean(axis=(2, 4)).reshape(frames - 1, -1)
+    crop = gray[:, : h - h % gh, : w - w % gw].astype(np.float32, copy=False)
+    diff = crop[1:] - crop[:-1]
+    np.abs(diff, out=diff)
+    cells = diff.reshape(frames - 1, gh, h // gh, gw, w // gw)
+    motion = np.einsum("fahbw->fab", cells).reshape(frames - 1, -1) / (cells.shape[2] * cells.shape[4])
     level = np.log(motion + _MOTION_FLOOR)
     padded = np.concatenate([np.repeat(level[:1], _LOOKBACK, axis=0), level])
     recent = np.max([padded[_LOOKBACK - s : -s] for s in range(1, _LOOKBACK + 1)], axis=0)
@@ -81,7 +91,7 @@ def _visual_onsets(gray: np.ndarray) -> np.ndarray:
 
 
 def _audio_onsets(audio: np.ndarray, window: int, n_bins: int) -> np.ndarray:
-    """Per hop: the rise in log energy (dB) from the previous window; entry j is an onset at time j * hop."""
+    """Per hop: the rise in log energy (dB) from the previous window; entry j is an onset inside window j."""
     mono = audio.reshape(-1, audio.shape[-1]).astype(np.float32).mean(axis=0)
     count = min(mono.size // window, n_bins)
     energy = np.square(mono[: count * window].reshape(count, window)).mean(axis=1)
@@ -131,14 +141,17 @@ def _confidence(corr: np.ndarray, max_lag: int, guard: int) -> float:
 
     Lags further than max_lag + guard from zero pair the picture with unrelated stretches of its own audio.
     Sliding a window as wide as the search window over them gives the typical chance peak; the excess of the
-    real peak over it, in null standard deviations, maps to 0..1.
+    real peak over it, in null standard deviations, maps to 0..1. Sparse events can leave the null lags of a
+    short clip nearly flat, so the spread over all lags is a floor on the null spread: that only ever lowers
+    the confidence.
     """
     n = corr.size
     width = 2 * max_lag + 1
     null = corr[max_lag + guard + 1 : n - max_lag - guard]
-    if null.size < max(width // 4, 8) or null.std() <= 0:
+    spread = max(float(null.std()), float(corr.std())) if null.size else 0.0
+    if null.size < max(width // 4, 8) or spread <= 0:
         return 0.0
     peak = corr[np.arange(-max_lag, max_lag + 1) % n].max()
     chance_peak = np.lib.stride_tricks.sliding_window_view(null, min(width, null.size)).max(axis=1).mean()
-    excess = (peak - chance_peak) / max(null.std(), corr.std())
+    excess = (peak - chance_peak) / spread
     return float(np.clip((excess - _EXCESS_ZERO) / (_EXCESS_FULL - _EXCESS_ZERO), 0.0, 1.0))

@@ -1,0 +1,156 @@
+"""The whole Beam pipeline on the demo's sample set (good and broken files), run as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+import webdataset as wds
+
+from avcurate.filters import reason_name
+from avcurate.loader import AVClipDataset
+from avcurate.model import FAILED, KEPT
+from avcurate.sample import SampleSet
+from avcurate.schemas import validate_index, validate_ledger, validate_sample_metadata
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "pipelines" / "configs" / "demo.yaml"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "avcurate.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def curate(sample_set: SampleSet, output: Path) -> dict:
+    done = run_cli("run", "--config", str(CONFIG), "--input", str(sample_set.folder), "--output", str(output),
+                   "--workers", "2", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def runs(sample_set: SampleSet, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
+    first = tmp_path_factory.mktemp("run1")
+    second = tmp_path_factory.mktemp("run2")
+    summary = curate(sample_set, first)
+    curate(sample_set, second)
+    return first, summary, second
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_input_is_accounted_for(sample_set: SampleSet, runs) -> None:
+    output, summary, _ = runs
+    ledger = pd.read_parquet(output / "ledger.parquet")
+    assert len(ledger) == len(sample_set.files) == summary["inputs"]
+    counts = Counter(ledger["status"])
+    assert counts["kept"] + counts["rejected"] + counts["failed"] == len(sample_set.files)
+    by_name = {Path(uri).name: row for uri, row in zip(ledger["uri"], ledger.to_dict("records"))}
+    for sample in sample_set.files:
+        row = by_name[sample.name]
+        assert row["status"] == sample.expect, (sample.key, row["status"], row["error"], row["note"])
+        if sample.expect == FAILED:
+            assert row["error"], sample.key  # a clear message, not just a status
+            assert row["error_type"] == sample.error_type, (sample.key, row["error_type"], row["error"])
+        else:
+            assert pd.isna(row["error"]) and row["n_clips"] >= 1
+
+
+def test_clips_kept_and_rejected_match_the_metrics(runs) -> None:
+    output, summary, _ = runs
+    index = pd.read_parquet(output / "index.parquet")
+    counters = summary["counters"]
+    assert counters["inputs"] == summary["inputs"]
+    assert counters.get("clips_kept", 0) == (index["status"] == KEPT).sum() > 0
+    assert counters.get("clips_rejected", 0) == (index["status"] != KEPT).sum() > 0
+    reasons = Counter(reason_name(r) for rs in index["reasons"] for r in rs)
+    assert {k: v for k, v in counters.items() if k.startswith("rejected_")} == {f"rejected_{k}": v for k, v in reasons.items()}
+    rejected = index[index["status"] != KEPT]
+    assert all(len(r) > 0 for r in rejected["reasons"])  # every rejected clip says why
+    assert rejected["shard"].isna().all() and index[index["status"] == KEPT]["shard"].notna().all()
+
+
+def test_shards_open_with_plain_webdataset_and_match_the_index(runs) -> None:
+    output, _, _ = runs
+    index = pd.read_parquet(output / "index.parquet")
+    validate_index(pq.read_table(output / "index.parquet"))
+    validate_ledger(pq.read_table(output / "ledger.parquet"))
+    shards = sorted((output / "shards").glob("*.tar"))
+    assert shards and not list((output / "shards").glob(".*"))  # no temporary files left behind
+    assert not (output / "_staging").exists()
+    seen = {}
+    for shard in shards:
+        for sample in wds.WebDataset(str(shard), shardshuffle=False):
+            meta = json.loads(sample["json"])
+            validate_sample_metadata(meta)
+            assert sample["__key__"] == meta["key"] and meta["shard"] == shard.name
+            assert sample["mp4"][4:8] == b"ftyp"
+            seen[meta["key"]] = shard.name
+    kept = index[index["status"] == KEPT]
+    assert seen == dict(zip(kept["key"], kept["shard"]))
+
+
+def test_rerun_is_byte_identical(runs) -> None:
+    first, _, second = runs
+    names = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    for name in names:
+        assert sha256(first / name) == sha256(second / name), name
+
+
+def test_training_loader_reads_the_output_aligned(runs) -> None:
+    output, _, _ = runs
+    shards = sorted(str(p) for p in (output / "shards").glob("*.tar"))
+    samples = list(AVClipDataset(shards))
+    index = pd.read_parquet(output / "index.parquet")
+    assert len(samples) == (index["status"] == KEPT).sum()
+    for sample in samples:
+        frames = sample["video"].shape[0]
+        meta = sample["meta"]
+        assert sample["video"].dtype == torch.uint8
+        assert sample["video"].shape[1:] == (3, meta["height"], meta["width"]) and 256 in sample["video"].shape
+        assert frames == sample["meta"]["n_frames"]
+        assert sample["audio"].shape == (1, round(frames / 25 * 16000))
+    clip = next(iter(AVClipDataset(shards, clip_seconds=1.0, seed=3)))
+    assert clip["video"].shape[0] == 25 and clip["audio"].shape[1] == 16000
+
+
+def test_known_offset_source_is_corrected(sample_set: SampleSet, runs) -> None:
+    shifted = [s for s in sample_set.files if s.key == "event_shift"]
+    if not shifted:
+        pytest.fail("the sample set must hold a source with a known audio offset")
+    output, _, _ = runs
+    ledger = pd.read_parquet(output / "ledger.parquet")
+    row = ledger[ledger["uri"].map(lambda u: Path(u).name) == shifted[0].name].iloc[0]
+    assert abs(row["sync_correction_ms"] - 120.0) <= 40.0  # one video frame
+    index = pd.read_parquet(output / "index.parquet")
+    clips = index[index["source_id"] == row["source_id"]]
+    assert (clips["sync_correction_ms"] == row["sync_correction_ms"]).all()
+
+
+def test_inspect_summarises_an_output(runs) -> None:
+    output, summary, _ = runs
+    done = run_cli("inspect", str(output), "--json")
+    assert done.returncode == 0, done.stderr
+    again = json.loads(done.stdout)
+    assert {k: again[k] for k in ("inputs", "clips_kept", "clips_rejected", "inputs_failed", "shards")} == {
+        k: summary[k] for k in ("inputs", "clips_kept", "clips_rejected", "inputs_failed", "shards")
+    }
+    text = run_cli("inspect", str(output)).stdout
+    assert "clips rejected" in text and "inputs failed" in text
+
+
+def test_an_existing_output_is_not_overwritten_by_accident(sample_set: SampleSet, runs) -> None:
+    output, _, _ = runs
+    done = run_cli("run", "--input", str(sample_set.folder), "--output", str(output))
+    assert done.returncode == 2 and "--overwrite" in done.stderr
