@@ -9,7 +9,6 @@ holds a few frames and the audio not yet paired with video, whatever the source 
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -235,20 +234,16 @@ class AlignedDecoder:
         return graph
 
 
+def plane(frame: av.VideoFrame, index: int) -> np.ndarray:
+    """One plane of a yuv420p frame as uint8 [h, w]: a view of the frame's memory, no conversion."""
+    data = frame.planes[index]
+    return np.frombuffer(data, np.uint8).reshape(data.height, data.line_size)[:, : data.width]
+
+
 def luma(frame: av.VideoFrame) -> np.ndarray:
-    """The Y plane of a yuv420p frame as uint8 [h, w] (a view, no colour conversion)."""
-    plane = frame.planes[0]
-    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-    return rows[:, : plane.width]
+    return plane(frame, 0)
 
 
 def chroma(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray]:
-    out = []
-    for plane in frame.planes[1:3]:
-        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-        out.append(rows[:, : plane.width])
-    return out[0], out[1]
+    return plane(frame, 1), plane(frame, 2)
 
-
-def expected_frames(duration_s: float, fps: float) -> int:
-    return max(0, math.ceil(duration_s * fps - _EPS))

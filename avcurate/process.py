@@ -151,12 +151,10 @@ def _filter_and_stage(result: SourceResult, cfg: Config, staging_dir: str, audio
         apply_filters(clip, cfg.filters)
         video_path, clip.staged_path = clip.staged_path, None
         if clip.status == KEPT:
-            shift = clip.sync_correction_ms / 1000.0
-            start = round(clip.clip_index * rate / clip.fps + shift * rate)
-            stop = start + round((clip.clip_index + clip.n_frames) * rate / clip.fps) - round(
-                clip.clip_index * rate / clip.fps
-            )
-            data = mux_clip(video_path, _slice(timeline, start, stop).T, rate, cfg.encode)
+            # The clip's samples are those of its frames (as the decoder paired them), moved by the correction.
+            first, last = (round(i * rate / clip.fps) for i in (clip.clip_index, clip.clip_index + clip.n_frames))
+            shift = round(clip.sync_correction_ms * rate / 1000.0)
+            data = mux_clip(video_path, _slice(timeline, first + shift, last + shift).T, rate, cfg.encode)
             clip.staged_path = f"{staging_dir.rstrip('/')}/{clip.key}.mp4"
             clip.mp4_bytes = len(data)
             write_bytes(clip.staged_path, data)

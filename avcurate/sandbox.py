@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import traceback
+import weakref
 from typing import Any, BinaryIO, Callable
 
 from .probe import MediaError
@@ -71,6 +72,12 @@ def _serve(memory_limit_mb: int) -> None:
         _send(channel, reply)
 
 
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
 class Sandbox:
     def __init__(self, memory_limit_mb: int) -> None:
         self.memory_limit_mb = memory_limit_mb
@@ -118,6 +125,9 @@ class Sandbox:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
+        # Reap the child even if the owner is never closed (Beam does not always call teardown): an orphan
+        # would outlive the worker and its CPU time would be lost to accounting.
+        weakref.finalize(self, _reap, self._process)
 
     def _stop(self) -> int | None:
         if self._process is None:
