@@ -86,9 +86,10 @@ def write_event_video(
     else:
         sound_times = [t + audio_shift_ms / 1000.0 for t in events]
     video = _video_graph(duration_s, events, size, fps, seed, event_len_s, static_picture)
-    audio = _silence_graph(duration_s, sample_rate) if silent_audio else _audio_graph(
-        duration_s, sound_times, sample_rate, seed, event_len_s
-    )
+    if silent_audio:
+        audio = _silence_graph(duration_s, sample_rate)
+    else:
+        audio = _audio_graph(duration_s, sound_times, sample_rate, seed, event_len_s)
     cmd = [
         "ffmpeg", "-nostdin", "-v", "error", "-y",
         "-f", "lavfi", "-i", video,
@@ -97,6 +98,7 @@ def write_event_video(
         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-b:a", "96k",
         "-threads", "1", "-shortest",
+        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
         str(path),
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -118,9 +120,12 @@ def _video_graph(
     if static_picture:
         # A textured but frozen picture: nothing changes from frame to frame.
         return f"color=c=0x303030:s={w}x{h}:r={fps}:d={duration_s},drawgrid=w=24:h=24:t=2:c=0x707070,format=yuv420p"
+    # Colours from the seed: gradients' default "random" colours come from the clock, not the seed.
+    c0, c1 = (f"0x{int(c):06x}" for c in np.random.default_rng(seed + 3).integers(0, 1 << 24, size=2))
     parts = [
         # Rendered small and scaled up: the soft gradient looks the same and costs a sixteenth.
-        f"gradients=s={max(w // 4, 2)}x{max(h // 4, 2)}:r={fps}:d={duration_s}:speed=0.02:seed={seed}",
+        f"gradients=s={max(w // 4, 2)}x{max(h // 4, 2)}:r={fps}:d={duration_s}:speed=0.02:seed={seed}"
+        f":c0={c0}:c1={c1}",
         f"scale={w}:{h}",
         f"lutyuv=y=16+val*{_BACKGROUND_LUMA_GAIN}",
         f"noise=alls=10:allf=t:all_seed={seed}",
@@ -156,7 +161,8 @@ def _audio_graph(duration_s: float, times: list[float], sample_rate: int, seed: 
     tau = event_len_s / 3.0
     # if() evaluates its branch only inside the burst, which keeps long event lists cheap.
     bursts = [
-        f"if(between(t,{t:.6f},{t + event_len_s:.6f}),{_TONE_AMPLITUDE}*sin(2*PI*{freq:.1f}*t)*exp(({t:.6f}-t)/{tau:.6f}))"
+        f"if(between(t,{t:.6f},{t + event_len_s:.6f}),"
+        f"{_TONE_AMPLITUDE}*sin(2*PI*{freq:.1f}*t)*exp(({t:.6f}-t)/{tau:.6f}))"
         for t, freq in zip(times, rng.uniform(500.0, 2000.0, size=len(times)))
         if t + event_len_s > 0 and t < duration_s
     ]
@@ -176,6 +182,7 @@ def decode_signals(path: str | Path, fps: float = 25.0, sample_rate: int = 16000
     """Decode a file into ClipSignals with PyAV: luma at `fps`, mono audio at `sample_rate`, both from t=0.
 
     Frames and samples are placed by their timestamps, so a stream that starts late is padded at the front.
+    The clip spans the video stream; the audio is cut or padded with silence to match it.
     """
     times: list[float] = []
     frames: list[np.ndarray] = []

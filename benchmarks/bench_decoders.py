@@ -74,15 +74,6 @@ def _target_size(width: int, height: int) -> tuple[int, int]:
     return max(2, 2 * round(width * SHORT_SIDE / height / 2)), SHORT_SIDE
 
 
-def _probe(path: str) -> dict[str, Any]:
-    import av
-
-    with av.open(path) as c:
-        v = c.streams.video[0]
-        duration = float(c.duration / 1_000_000) if c.duration else float(v.duration * v.time_base)
-        return {"width": v.codec_context.width, "height": v.codec_context.height, "duration": duration}
-
-
 # ---- video jobs
 
 
@@ -412,12 +403,30 @@ JOBS = {"video": VIDEO, "audio": AUDIO, "encode": ENCODE}
 UNSUPPORTED = {("encode", "decord"): "decord has no encoder"}
 
 
-def _requirements(name: str) -> list[str]:
-    if "torchcodec" in name:
-        return ["torch", "torchcodec"]
-    if "decord" in name:
-        return ["decord"]
-    return []
+def _requirements(job: str, name: str) -> list[str]:
+    """Modules imported before the clock starts, so import time never counts as work."""
+    modules = ["numpy"]
+    if job == "encode" or name.startswith(("pyav", "avcurate")):
+        modules.append("av")
+    if name.startswith("avcurate"):
+        modules += ["avcurate.config", "avcurate.decode", "avcurate.encode", "avcurate.probe"]
+    if name == "torchcodec":
+        modules += ["torch", "torchcodec", "torchcodec.decoders", "torchcodec.encoders", "torchcodec.transforms"]
+    if name == "decord":
+        modules.append("decord")
+    return modules
+
+
+def probe(path: str) -> dict[str, Any]:
+    """Size and duration with ffprobe (so no candidate's process loads a library it does not use)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height:format=duration",
+         "-of", "json", path],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    data = json.loads(out)
+    stream = data["streams"][0]
+    return {"width": int(stream["width"]), "height": int(stream["height"]), "duration": float(data["format"]["duration"])}
 
 
 def _loaded_ffmpeg() -> list[str]:
@@ -444,17 +453,19 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"job": job, "candidate": name}
     started_cpu = _cpu()
     try:
-        for module in _requirements(name):
-            mod = __import__(module)
-            out.setdefault("versions", {})[module] = getattr(mod, "__version__", "?")
-        import av
+        import importlib
 
-        out.setdefault("versions", {})["av"] = av.__version__
-        info = _probe(path)
+        for module in _requirements(job, name):
+            mod = importlib.import_module(module)
+            if "." not in module and module != "numpy":
+                out.setdefault("versions", {})[module] = getattr(mod, "__version__", "?")
+        info = spec["info"]
         w, h = _target_size(info["width"], info["height"])
         out["size"] = [w, h]
         prep: dict[str, Any] = {}
         if job == "encode":
+            import av
+
             frames, audio = _prepare_clip(path, w, h)
             if name in ("avcurate_writer_mux", "pyav_one_pass"):
                 prep["av_frames"] = [av.VideoFrame.from_ndarray(f, format="yuv420p") for f in frames]
@@ -600,7 +611,9 @@ def report(results: dict[str, Any]) -> str:
             if not r.get("ok"):
                 lines.append(f"  {name:<50}unavailable: {r.get('error')}")
                 continue
-            libs = ",".join(x.replace("libavcodec", "").lstrip("-.") or x for x in (r.get("ffmpeg_libs") or [])) or "(CLI)"
+            libs = ", ".join(r.get("ffmpeg_libs") or [])
+            if name.startswith("ffmpeg_cli"):
+                libs = f"CLI: {results['machine']['ffmpeg_cli'].split(' Copyright')[0]}" + (f" (+ {libs} in Python)" if libs else "")
             lines.append(f"  {name:<50}{r.get('frames_per_s', '-'):>10}{r['realtime_x']:>12}{r['cpu_s_per_media_min']:>11}"
                          f"{r['wall_s']:>9}  {libs}")
     return "\n".join(lines)
@@ -647,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
             make_input(source, seconds, args.size)
         results["input"] = {"path": str(source) if args.input else f"generated {args.size} 30 fps H.264 + AAC 44.1 kHz stereo",
                             "seconds": seconds}
+        info = probe(str(source))
+        results["input"]["probe"] = info
         wanted = set(args.candidates.split(",")) if args.candidates else None
         for job in args.jobs.split(","):
             results["jobs"][job] = {}
@@ -657,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
                 if (job, name) in UNSUPPORTED:
                     results["jobs"][job][name] = {"ok": False, "error": UNSUPPORTED[(job, name)]}
                     continue
-                spec = {"job": job, "candidate": name, "input": str(source), "deps": args.deps}
+                spec = {"job": job, "candidate": name, "input": str(source), "deps": args.deps, "info": info}
                 runs = []
                 for _ in range(repeats):
                     r = run_worker(spec, args.timeout)

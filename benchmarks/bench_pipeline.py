@@ -79,6 +79,24 @@ def system_cpu_ticks() -> tuple[int, int]:
     return user + nice + system + irq + softirq, steal
 
 
+def busy_cores(window_s: float = 1.0) -> float:
+    """Cores busy (with anything) on average over the next `window_s` seconds."""
+    busy0, _ = system_cpu_ticks()
+    time.sleep(window_s)
+    busy1, _ = system_cpu_ticks()
+    return (busy1 - busy0) / CLK_TCK / window_s
+
+
+def wait_quiet(max_wait_s: float, threshold: float, window_s: float = 2.0) -> tuple[float, float]:
+    """Wait (at most `max_wait_s`) until the machine's busy cores fall below `threshold`: (waited s, busy cores)."""
+    started = time.monotonic()
+    while True:
+        busy = busy_cores(window_s)
+        waited = time.monotonic() - started
+        if busy < threshold or waited >= max_wait_s:
+            return round(waited, 1), round(busy, 2)
+
+
 def ffmpeg_version(tool: str = "ffmpeg") -> str:
     try:
         out = subprocess.run([tool, "-hide_banner", "-version"], capture_output=True, text=True, check=True).stdout
@@ -125,6 +143,10 @@ class ProcStats:
     anon_max_kb: int = 0  # max RssAnon over polls
     file_max_kb: int = 0  # max RssFile over polls
     polls: int = 0
+    first_seen_s: float = 0.0  # seconds since the measurement started
+    last_seen_s: float = 0.0
+    first_active_s: float | None = None  # first and last poll at which its CPU time had grown
+    last_active_s: float | None = None
 
     @property
     def cpu_s(self) -> float:
@@ -224,7 +246,10 @@ class TreeMonitor(threading.Thread):
                     ours.add(pid)
                     self._alive[pid] = st[1]
                     cmd = _cmdline(pid)
-                    self.procs[(pid, st[1])] = ProcStats(pid, st[0], _role(cmd, pid == self.root), cmd)
+                    now = time.monotonic() - self.started
+                    self.procs[(pid, st[1])] = ProcStats(
+                        pid, st[0], _role(cmd, pid == self.root), cmd, first_seen_s=now, last_seen_s=now
+                    )
                     del pending[pid]
                     changed = True
         for pid, st in pending.items():
@@ -239,6 +264,12 @@ class TreeMonitor(threading.Thread):
             if rec.polls < 40 or rec.role in ("other", "root"):  # exec() after fork changes the command line
                 rec.cmd = _cmdline(pid) or rec.cmd
                 rec.role = _role(rec.cmd, pid == self.root)
+            now = time.monotonic() - self.started
+            rec.last_seen_s = now
+            if st[2] > rec.cpu_ticks:
+                if rec.first_active_s is None:
+                    rec.first_active_s = now
+                rec.last_active_s = now
             rec.cpu_ticks = max(rec.cpu_ticks, st[2])
             status = _read_status(pid)
             rss = status.get("VmRSS", st[3] * PAGE_KB)
@@ -271,6 +302,8 @@ class Measurement:
     processes: list[dict[str, Any]] = field(default_factory=list)
     stdout_tail: str = ""
     stderr_tail: str = ""
+    quiet_wait_s: float = 0.0  # how long --wait-quiet waited before the run
+    busy_cores_before: float | None = None  # machine-wide busy cores measured just before the run
 
     @property
     def cpu_s(self) -> float:
@@ -352,6 +385,8 @@ def measure(label: str, command: list[str], *, cwd: Path, interval: float, log_d
             "anon_max_mb": round(p.anon_max_kb / 1024, 1),
             "file_max_mb": round(p.file_max_kb / 1024, 1),
             "polls": p.polls,
+            "seen_s": [round(p.first_seen_s, 2), round(p.last_seen_s, 2)],
+            "active_s": [round(p.first_active_s or 0.0, 2), round(p.last_active_s or 0.0, 2)],
         }
         for p in monitor.procs.values()
     ]
@@ -481,6 +516,23 @@ def run_summary(m: Measurement) -> dict[str, Any]:
     return out
 
 
+def timeline(m: Measurement) -> dict[str, Any]:
+    """When the decoders worked within a run: start-up before the first, tail after the last, overlap."""
+    boxes = [p for p in m.processes if p["role"] == "sandbox" and p["cpu_s"] > 0.5]
+    if not boxes:
+        return {}
+    starts = sorted(p["active_s"][0] for p in boxes)
+    ends = sorted(p["active_s"][1] for p in boxes)
+    out: dict[str, Any] = {
+        "sandboxes_active_s": [p["active_s"] for p in boxes],
+        "before_first_decoder_s": round(starts[0], 2),
+        "after_last_decoder_s": round(m.wall_s - ends[-1], 2),
+    }
+    if len(boxes) >= 2:
+        out["decoders_overlap_s"] = round(max(0.0, ends[0] - starts[-1]), 2)
+    return out
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -494,8 +546,12 @@ class Bench:
         self.warnings: list[str] = []
 
     def m(self, label: str, command: list[str]) -> Measurement:
-        log(f"{label}: {' '.join(command[:3])} ... (load {loadavg()})")
+        waited, busy = 0.0, None
+        if self.args.wait_quiet > 0:
+            waited, busy = wait_quiet(self.args.wait_quiet, self.args.quiet_threshold)
+        log(f"{label}: {' '.join(command[:3])} ... (load {loadavg()}, busy cores {busy}, waited {waited} s)")
         result = measure(label, command, cwd=REPO, interval=self.args.poll_interval, log_dir=self.logs)
+        result.quiet_wait_s, result.busy_cores_before = waited, busy
         note = "" if result.rc == 0 else f"  rc={result.rc}"
         log(f"{label}: wall {result.wall_s:.1f} s, cpu {result.cpu_s:.1f} s (polled {result.cpu_polled_s:.1f} s){note}")
         if result.rc != 0:
@@ -513,18 +569,24 @@ class Bench:
         for d in (self.multi, self.tiny, self.short, self.long):
             d.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        log(f"generating {a.sources} x {a.seconds:g} s at {a.size} (+ a {a.tiny_seconds:g} s input and the memory inputs)")
-        self.sources = []
-        for i in range(a.sources):
-            path = self.multi / f"src{i:02d}.mp4"
-            make_source(path, a.seconds, a.size, seed=i)
-            self.sources.append(path)
+        self.sources = [self.multi / f"src{i:02d}.mp4" for i in range(a.sources)]
         self.tiny_source = self.tiny / "tiny.mp4"
-        make_source(self.tiny_source, a.tiny_seconds, a.size, seed=99)
         self.short_source = self.short / "short.mp4"
-        shutil.copy(self.sources[0], self.short_source)
         self.long_source = self.long / "long.mp4"
-        make_long(self.long_source, self.sources[0], a.long_copies)
+        # A kept --workdir keeps its inputs: they are made again only if the parameters changed.
+        stamp = inputs / "params.json"
+        params = json.dumps([a.sources, a.seconds, a.size, a.tiny_seconds, a.long_copies, _SCENES])
+        if stamp.exists() and stamp.read_text() == params:
+            log(f"reusing the inputs in {inputs}")
+        else:
+            stamp.unlink(missing_ok=True)
+            log(f"generating {a.sources} x {a.seconds:g} s at {a.size} (+ a {a.tiny_seconds:g} s input and the memory inputs)")
+            for i, path in enumerate(self.sources):
+                make_source(path, a.seconds, a.size, seed=i)
+            make_source(self.tiny_source, a.tiny_seconds, a.size, seed=99)
+            shutil.copy(self.sources[0], self.short_source)
+            make_long(self.long_source, self.sources[0], a.long_copies)
+            stamp.write_text(params)
         durations = {str(p.relative_to(inputs)): round(media_duration(p), 3) for p in [*self.sources, self.tiny_source, self.short_source, self.long_source]}
         self.multi_minutes = sum(media_duration(p) for p in self.sources) / 60.0
         self.tiny_minutes = media_duration(self.tiny_source) / 60.0
@@ -601,6 +663,7 @@ class Bench:
                 "cpu_s_per_media_min_net": round(net_cpu / (media_min - self.tiny_minutes), 3),
                 "by_role": rs[0].by_role(),
                 "sandbox_cpu_s": sorted((p["cpu_s"] for p in rs[0].processes if p["role"] == "sandbox"), reverse=True),
+                "timeline": timeline(rs[0]),
                 "foreign_cpu_cores": [r.foreign_cpu_cores for r in rs],
                 "summary": run_summary(rs[0]),
                 "runs": [r.summary() for r in [*rs, t]],
@@ -622,6 +685,8 @@ class Bench:
             "speedup": round(speedup, 3),
             "speedup_net_of_startup": round(net_speedup, 3),
             "sandbox_cpu_s_w2": w2["sandbox_cpu_s"],
+            "timeline_w1": w1["timeline"],
+            "timeline_w2": w2["timeline"],
             "foreign_cpu_cores_w1": w1["foreign_cpu_cores"],
             "foreign_cpu_cores_w2": w2["foreign_cpu_cores"],
         }
@@ -707,6 +772,12 @@ class Bench:
             lines.append(row("SCALING (wall s)", "workers 1", "workers 2", "speed-up", "net of start"))
             lines.append(row(f"{s['sources']} equal sources", s["wall_w1_s"], s["wall_w2_s"], s["speedup"], s["speedup_net_of_startup"]))
             lines.append(f"  sandbox CPU per worker (w2): {s['sandbox_cpu_s_w2']}; foreign load (cores) w1 {s['foreign_cpu_cores_w1']} w2 {s['foreign_cpu_cores_w2']}")
+            for w in (1, 2):
+                tl = s[f"timeline_w{w}"]
+                if tl:
+                    lines.append(f"  workers {w}: decoders active {tl['sandboxes_active_s']} s; start-up before the first "
+                                 f"{tl['before_first_decoder_s']} s, tail after the last {tl['after_last_decoder_s']} s"
+                                 + (f", overlap {tl['decoders_overlap_s']} s" if "decoders_overlap_s" in tl else ""))
         if "memory" in r:
             mm = r["memory"]
             lines.append("")
@@ -773,6 +844,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1, help="pipeline runs per worker count (ABBA order; median)")
     parser.add_argument("--sections", default="baseline,pipeline,scaling,memory", help="comma-separated subset")
     parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between /proc polls")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                        help="before each measured run, wait up to S seconds for the machine to be quiet")
+    parser.add_argument("--quiet-threshold", type=float, default=0.4, metavar="CORES",
+                        help="'quiet' means fewer busy cores than this, over 2 s (default 0.4)")
     parser.add_argument("--workdir", help="keep inputs and outputs here (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     defaults = {"sources": 2, "seconds": 8.0, "long_copies": 4} if args.quick else {"sources": 4, "seconds": 60.0, "long_copies": 20}
