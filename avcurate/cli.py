@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -88,11 +89,24 @@ def _prepare_output(output: str, overwrite: bool) -> bool:
         else:
             FileSystems.delete([path])
     if is_local(output):
-        import os
-
         os.makedirs(f"{output}/shards", exist_ok=True)
     return True
 
 
+def exit_after(code: int) -> None:
+    """Leave without interpreter teardown once the work is done and reported.
+
+    The local runner's gRPC threads can abort the process at teardown ("terminate called without an active
+    exception", exit 134) after a fully successful run; exiting directly keeps the real exit status.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def entry() -> None:
+    exit_after(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

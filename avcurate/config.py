@@ -46,7 +46,7 @@ class EncodeConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    silence_dbfs: float = -45.0  # a 20 ms window quieter than this is silent
+    silence_dbfs: float = -55.0  # a 20 ms window quieter than this is silent
     clipping_level: float = 0.999
     static_threshold: float = 0.004  # mean abs luma change (0..1) under which a frame counts as static
     black_luma: float = 0.07  # mean luma (0..1) under which a frame counts as black
@@ -77,6 +77,7 @@ class SyncCorrectionConfig:
     """Shift a source's audio to undo a small, confident offset instead of rejecting its clips."""
 
     enabled: bool = False
+    min_abs_offset_ms: float = 20.0  # below this (half a frame at 25 fps) the offset is measurement noise
     max_abs_offset_ms: float = 200.0
     min_confidence: float = 0.5
 

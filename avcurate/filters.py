@@ -98,6 +98,6 @@ def source_sync_correction(clips: list[Clip], cfg: SyncCorrectionConfig) -> floa
     order = np.argsort(offsets)
     cumulative = np.cumsum(weights[order])
     median = float(offsets[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
-    if abs(median) > cfg.max_abs_offset_ms:
+    if not cfg.min_abs_offset_ms <= abs(median) <= cfg.max_abs_offset_ms:
         return 0.0
     return round(median, 1)

@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import resource
+import shlex
 import shutil
 import signal
 import statistics
@@ -611,7 +612,20 @@ class Bench:
         cpu = sum(r.cpu_best_s for r in runs)
         per_min = cpu / self.multi_minutes
         net = (cpu - len(runs) * tiny.cpu_best_s) / (self.multi_minutes - len(runs) * self.tiny_minutes)
+        # The machine's own ceiling for 2-way parallelism: the same ffmpeg commands two at a time.
+        lanes = [" ; ".join(shlex.join(baseline_command(p, out / f"par-{p.name}", self.args.size)) for p in self.sources[k::2])
+                 for k in range(2)]
+        parallel = self.m("baseline_parallel2", ["sh", "-c", " & ".join(f"( {lane} )" for lane in lanes if lane) + " & wait"])
+        sequential_wall = sum(r.wall_s for r in runs)
         self.results["baseline"] = {
+            "parallel2": {
+                "wall_s": parallel.wall_s,
+                "cpu_s": round(parallel.cpu_best_s, 2),
+                "sequential_wall_s": round(sequential_wall, 2),
+                "speedup": round(sequential_wall / parallel.wall_s, 3),
+                "cpu_inflation": round(parallel.cpu_best_s / cpu, 3),
+                "foreign_cpu_cores": parallel.foreign_cpu_cores,
+            },
             "command": " ".join(baseline_command(Path("IN.mp4"), Path("OUT.mp4"), self.args.size)),
             "ffmpeg": ffmpeg_version(),
             "cpu_s": round(cpu, 2),
@@ -771,6 +785,10 @@ class Bench:
             lines.append("")
             lines.append(row("SCALING (wall s)", "workers 1", "workers 2", "speed-up", "net of start"))
             lines.append(row(f"{s['sources']} equal sources", s["wall_w1_s"], s["wall_w2_s"], s["speedup"], s["speedup_net_of_startup"]))
+            par = r.get("baseline", {}).get("parallel2")
+            if par:
+                lines.append(row("ceiling: ffmpeg baseline 1 vs 2 at a time", par["sequential_wall_s"], par["wall_s"], par["speedup"],
+                                 f"cpu x{par['cpu_inflation']}"))
             lines.append(f"  sandbox CPU per worker (w2): {s['sandbox_cpu_s_w2']}; foreign load (cores) w1 {s['foreign_cpu_cores_w1']} w2 {s['foreign_cpu_cores_w2']}")
             for w in (1, 2):
                 tl = s[f"timeline_w{w}"]

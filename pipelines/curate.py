@@ -10,7 +10,7 @@ Identical to `avcurate run`; kept as a script because cluster launchers often wa
 
 import sys
 
-from avcurate.cli import main
+from avcurate.cli import exit_after, main
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    exit_after(main(["run", *sys.argv[1:]]))

@@ -59,6 +59,7 @@ def test_source_correction_is_a_confident_weighted_median_within_bounds() -> Non
     clips = [clip(av_offset_ms=o, sync_confidence=c) for o, c in [(120, 0.9), (118, 0.8), (-400, 0.2), (124, 0.7)]]
     assert source_sync_correction(clips, cfg) == 120.0
     assert source_sync_correction([clip(av_offset_ms=350, sync_confidence=0.9)], cfg) == 0.0  # too large to trust
+    assert source_sync_correction([clip(av_offset_ms=8, sync_confidence=0.9)], cfg) == 0.0  # measurement noise
     assert source_sync_correction(clips, SyncCorrectionConfig(enabled=False)) == 0.0
 
 
