@@ -178,22 +178,28 @@ class AlignedDecoder:
 
     def _decoded(self) -> Iterator[tuple[str, Any]]:
         """Demux once, decode both streams; ("audio", None) marks the end of the audio."""
-        for packet in self.container.demux(self.video_stream, self.audio_stream):
-            kind = "video" if packet.stream.index == self.video_stream.index else "audio"
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError:
-                self.corrupt_packets += 1  # skip a damaged packet, as ffmpeg does; counted in the result
-                if self.corrupt_packets > 100:
-                    raise DecodeError("more than 100 corrupt packets; the source is damaged beyond use") from None
-                continue
-            for frame in frames:
-                if kind == "audio":
-                    yield from (("audio", f) for f in self._resampler.resample(frame))
-                else:
-                    yield "video", frame
-        for f in self._resampler.resample(None):
-            yield "audio", f
+        try:
+            for packet in self.container.demux(self.video_stream, self.audio_stream):
+                kind = "video" if packet.stream.index == self.video_stream.index else "audio"
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    self.corrupt_packets += 1  # skip a damaged packet, as ffmpeg does; counted in the result
+                    if self.corrupt_packets > 100:
+                        raise DecodeError("more than 100 corrupt packets; the source is damaged beyond use") from None
+                    continue
+                for frame in frames:
+                    if kind == "audio":
+                        yield from (("audio", f) for f in self._resampler.resample(frame))
+                    else:
+                        yield "video", frame
+            for f in self._resampler.resample(None):
+                yield "audio", f
+        except av.error.FFmpegError as e:
+            raise DecodeError(
+                f"decoding stopped: {e}; the file is damaged or was cut short. Check it with `ffprobe`, or "
+                "re-export it"
+            ) from e
         yield "audio", None
 
     def _push_audio(self, frame: av.AudioFrame, origin: float) -> None:
