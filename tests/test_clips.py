@@ -77,3 +77,16 @@ def test_scores_describe_the_signal(two_scenes: Path, tmp_path: Path) -> None:
     assert scores.motion_score > 0.002 and scores.black_ratio == 0.0
     assert np.isfinite(scores.av_offset_ms) and 0.0 <= scores.sync_confidence <= 1.0
     assert END not in {c.end_reason for c in result.clips}  # the source ended in the dropped piece
+
+
+def test_a_damaged_source_gives_what_decodes_and_says_so(two_scenes: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(two_scenes.read_bytes())
+    rng = np.random.default_rng(1)
+    for at in rng.integers(len(data) // 5, len(data) - 4096, size=25):
+        data[at : at + 2000] = rng.integers(0, 256, size=2000, dtype=np.uint8).tobytes()
+    damaged.write_bytes(bytes(data))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result = process_source(Source.from_uri(str(damaged)), KEEP_ALL, str(tmp_path / "staging"), str(scratch))
+    assert result.clips and "corrupt packet(s) skipped" in (result.note or "")
