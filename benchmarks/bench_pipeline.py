@@ -550,7 +550,9 @@ class Bench:
         waited, busy = 0.0, None
         if self.args.wait_quiet > 0:
             waited, busy = wait_quiet(self.args.wait_quiet, self.args.quiet_threshold)
-        log(f"{label}: {' '.join(command[:3])} ... (load {loadavg()}, busy cores {busy}, waited {waited} s)")
+        if self.args.nice:
+            command = ["nice", "-n", str(self.args.nice), *command]
+        log(f"{label}: {shlex.join(command)[:100]} ... (load {loadavg()}, busy cores {busy}, waited {waited} s)")
         result = measure(label, command, cwd=REPO, interval=self.args.poll_interval, log_dir=self.logs)
         result.quiet_wait_s, result.busy_cores_before = waited, busy
         note = "" if result.rc == 0 else f"  rc={result.rc}"
@@ -866,6 +868,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="before each measured run, wait up to S seconds for the machine to be quiet")
     parser.add_argument("--quiet-threshold", type=float, default=0.4, metavar="CORES",
                         help="'quiet' means fewer busy cores than this, over 2 s (default 0.4)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the measured commands at this nice value (negative, as root: less disturbed by "
+                        "other work on a shared machine)")
     parser.add_argument("--workdir", help="keep inputs and outputs here (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     defaults = {"sources": 2, "seconds": 8.0, "long_copies": 4} if args.quick else {"sources": 4, "seconds": 60.0, "long_copies": 20}

@@ -19,6 +19,8 @@ from avcurate.filters import reason_name
 from avcurate.loader import AVClipDataset
 from avcurate.model import FAILED, KEPT
 from avcurate.sample import SampleSet
+from avcurate.scorers.base import ClipSignals
+from avcurate.scorers.sync import EnvelopeSyncScorer
 from avcurate.schemas import validate_index, validate_ledger, validate_sample_metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,6 +138,15 @@ def test_known_offset_source_is_corrected(sample_set: SampleSet, runs) -> None:
     index = pd.read_parquet(output / "index.parquet")
     clips = index[index["source_id"] == row["source_id"]]
     assert (clips["sync_correction_ms"] == row["sync_correction_ms"]).all()
+    # The shard's clips really carry shifted audio: measured again, they are in sync.
+    shards = sorted(str(p) for p in (output / "shards").glob("*.tar"))
+    corrected = [s for s in AVClipDataset(shards, shuffle_shards=False) if s["key"] in set(clips["key"])]
+    assert corrected
+    for sample in corrected:
+        gray = sample["video"].float().mean(dim=1).numpy() / 255.0
+        signals = ClipSignals(audio=sample["audio"].numpy(), sample_rate=16000, gray=gray, fps=25.0)
+        estimate = EnvelopeSyncScorer().estimate(signals)
+        assert estimate.confidence > 0.5 and abs(estimate.offset_ms) <= 40.0, estimate
 
 
 def test_inspect_summarises_an_output(runs) -> None:
