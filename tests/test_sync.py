@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 from avcurate import synth
+from avcurate.config import Config
+from avcurate.model import Source
+from avcurate.process import process_source
 from avcurate.scorers.base import ClipSignals, SyncEstimate
 from avcurate.scorers.sync import EnvelopeSyncScorer
 
@@ -157,3 +160,23 @@ def test_scorer_is_fast_on_a_ten_second_clip() -> None:
         scorer.estimate(signals)
         timings.append(time.perf_counter() - start)
     assert min(timings) < 0.1
+
+
+# Through the pipeline's own decoder, cutter and scorer wiring, not just the scorer on hand-decoded signals.
+PIPELINE_CFG = Config.from_dict({"filters": [], "clips": {"min_s": 1.0, "max_s": 20.0}})
+
+
+@pytest.mark.parametrize("shift_ms", [-300.0, 0.0, 180.0, 300.0])
+def test_pipeline_scores_recover_known_offsets(tmp_path: Path, shift_ms: float) -> None:
+    path = synth.write_event_video(tmp_path / "ev.mp4", duration_s=8.0, audio_shift_ms=shift_ms, seed=11)
+    result = process_source(Source.from_uri(str(path)), PIPELINE_CFG, str(tmp_path / "staged"), str(tmp_path))
+    (clip,) = result.clips
+    assert abs(clip.scores.av_offset_ms - shift_ms) <= FRAME_MS
+    assert clip.scores.sync_confidence > 0.5
+
+
+def test_pipeline_scores_unrelated_audio_with_low_confidence(tmp_path: Path) -> None:
+    path = synth.write_event_video(tmp_path / "ev.mp4", duration_s=8.0, unrelated_audio=True, seed=12)
+    result = process_source(Source.from_uri(str(path)), PIPELINE_CFG, str(tmp_path / "staged"), str(tmp_path))
+    (clip,) = result.clips
+    assert clip.scores.sync_confidence < 0.2
