@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -11,7 +9,6 @@ from typing import Any, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from ..config import Config
 from ..model import Source
@@ -29,20 +26,14 @@ class RunReport:
 def pipeline_options(runner: str, workers: int, beam_args: Sequence[str]) -> PipelineOptions:
     options = PipelineOptions(list(beam_args))
     if runner == LOCAL:
-        options.view_as(DirectOptions).direct_num_workers = workers
+        direct = options.view_as(DirectOptions)
+        direct.direct_num_workers = workers
+        # Worker threads suffice: each drives its own sandboxed decoder process, and waiting on it releases
+        # the GIL, so decoding runs on every core without paying for a Beam worker process per core.
+        direct.direct_running_mode = "multi_threading" if workers > 1 else "in_memory"
     else:
         options.view_as(StandardOptions).runner = runner
     return options
-
-
-def local_runner(workers: int) -> FnApiRunner:
-    """Beam's FnApiRunner, chosen explicitly (the DirectRunner would first try to download Prism). With more
-    than one worker, each is a separate process, so decoding uses every core despite the GIL."""
-    if workers == 1:
-        return FnApiRunner()
-    # Beam's own multi_processing mode, with our worker entry point that keeps its INFO logs quiet.
-    command = f"{sys.executable} -m avcurate.beam.worker"
-    return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
 
 
 def build(p: beam.Pipeline, sources: list[Source], output_dir: str, cfg: Config) -> Any:
@@ -67,9 +58,8 @@ def run(
     """Run to completion on `runner` ("local", or any Beam runner name such as DataflowRunner)."""
     options = pipeline_options(runner, workers, beam_args)
     started = time.monotonic()
-    # in_memory mode with several workers makes the FnApiRunner warn; our environment already runs processes.
-    logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").setLevel(logging.ERROR)
-    pipeline = beam.Pipeline(runner=local_runner(workers) if runner == LOCAL else None, options=options)
+    # Beam's FnApiRunner, chosen explicitly: the DirectRunner would first try to download the Prism runner.
+    pipeline = beam.Pipeline(runner=FnApiRunner() if runner == LOCAL else None, options=options)
     build(pipeline, sources, output_dir, cfg)
     result = pipeline.run()
     result.wait_until_finish()
