@@ -144,8 +144,6 @@ def _filter_and_stage(result: SourceResult, cfg: Config, staging_dir: str, audio
     """Decide the source's sync correction, filter every clip, mux and stage the kept ones."""
     result.sync_correction_ms = source_sync_correction(result.clips, cfg.sync_correction)
     channels, rate = cfg.decode.channels, cfg.decode.sample_rate
-    timeline = np.memmap(audio_path, dtype=np.float32, mode="r") if os.path.getsize(audio_path) else np.zeros(0)
-    timeline = timeline.reshape(-1, channels)
     for clip in result.clips:
         clip.sync_correction_ms = result.sync_correction_ms
         apply_filters(clip, cfg.filters)
@@ -154,19 +152,28 @@ def _filter_and_stage(result: SourceResult, cfg: Config, staging_dir: str, audio
             # The clip's samples are those of its frames (as the decoder paired them), moved by the correction.
             first, last = (round(i * rate / clip.fps) for i in (clip.clip_index, clip.clip_index + clip.n_frames))
             shift = round(clip.sync_correction_ms * rate / 1000.0)
-            data = mux_clip(video_path, _slice(timeline, first + shift, last + shift).T, rate, cfg.encode)
+            audio = _read_samples(audio_path, first + shift, last + shift, channels)
+            data = mux_clip(video_path, audio.T, rate, cfg.encode)
             clip.staged_path = f"{staging_dir.rstrip('/')}/{clip.key}.mp4"
             clip.mp4_bytes = len(data)
             write_bytes(clip.staged_path, data)
         os.unlink(video_path)
 
 
-def _slice(timeline: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """timeline[start:stop] (samples x channels), zero-padded where it runs off either end."""
-    out = np.zeros((stop - start, timeline.shape[1]), np.float32)
-    lo, hi = max(start, 0), min(stop, timeline.shape[0])
+def _read_samples(path: str, start: int, stop: int, channels: int) -> np.ndarray:
+    """Samples [start, stop) (samples x channels) of the scratch audio, zero-padded past either end.
+
+    Read with seek + read rather than a memory map: mapped pages count against the decoder's resident memory,
+    which would then grow with the source's length.
+    """
+    out = np.zeros((stop - start, channels), np.float32)
+    frame_bytes = 4 * channels
+    total = os.path.getsize(path) // frame_bytes
+    lo, hi = max(start, 0), min(stop, total)
     if hi > lo:
-        out[lo - start : hi - start] = timeline[lo:hi]
+        with open(path, "rb") as f:
+            f.seek(lo * frame_bytes)
+            out[lo - start : hi - start] = np.frombuffer(f.read((hi - lo) * frame_bytes), np.float32).reshape(-1, channels)
     return out
 
 
