@@ -121,6 +121,23 @@ def avcurate_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "avcurate.cli"]
 
 
+def code_state() -> dict[str, Any]:
+    """Which avcurate code was measured: commit, uncommitted files, and a digest of the package sources."""
+    import hashlib
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "avcurate").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "avcurate").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted": dirty, "avcurate_sha256": digest.hexdigest()[:16]}
+
+
 def become_subreaper() -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -143,6 +160,7 @@ class ProcStats:
     hwm_kb: int = 0  # last VmHWM seen (the kernel's own peak, exact up to the last poll)
     anon_max_kb: int = 0  # max RssAnon over polls
     file_max_kb: int = 0  # max RssFile over polls
+    vm_peak_kb: int = 0  # last VmPeak seen: peak address space, what the sandbox's RLIMIT_AS caps
     polls: int = 0
     first_seen_s: float = 0.0  # seconds since the measurement started
     last_seen_s: float = 0.0
@@ -183,7 +201,7 @@ def _read_status(pid: int) -> dict[str, int]:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
                 key, _, value = line.partition(b":")
-                if key in (b"VmHWM", b"VmRSS", b"RssAnon", b"RssFile"):
+                if key in (b"VmHWM", b"VmRSS", b"RssAnon", b"RssFile", b"VmPeak"):
                     out[key.decode()] = int(value.split()[0])
     except (OSError, ValueError, IndexError):
         pass
@@ -278,6 +296,7 @@ class TreeMonitor(threading.Thread):
             rec.hwm_kb = max(rec.hwm_kb, status.get("VmHWM", 0))
             rec.anon_max_kb = max(rec.anon_max_kb, status.get("RssAnon", 0))
             rec.file_max_kb = max(rec.file_max_kb, status.get("RssFile", 0))
+            rec.vm_peak_kb = max(rec.vm_peak_kb, status.get("VmPeak", 0))
             rec.polls += 1
             total += rss
         if total > self.peak_total_rss_kb:
@@ -385,6 +404,7 @@ def measure(label: str, command: list[str], *, cwd: Path, interval: float, log_d
             "hwm_mb": round(p.hwm_kb / 1024, 1),
             "anon_max_mb": round(p.anon_max_kb / 1024, 1),
             "file_max_mb": round(p.file_max_kb / 1024, 1),
+            "vm_peak_mb": round(p.vm_peak_kb / 1024, 1),
             "polls": p.polls,
             "seen_s": [round(p.first_seen_s, 2), round(p.last_seen_s, 2)],
             "active_s": [round(p.first_active_s or 0.0, 2), round(p.last_active_s or 0.0, 2)],
@@ -606,77 +626,81 @@ class Bench:
         }
 
     # ---- sections
-    def baseline(self) -> None:
-        out = self.work / "baseline"
+    def cpu_and_scaling(self, with_pipeline: bool) -> None:
+        """Baseline and pipeline runs interleaved in rounds (baseline, then --workers 1 and 2 in alternating
+        order), so that a change in machine load during the benchmark hits both sides of every ratio alike.
+        The CPU figures and the scaling figures come from the same runs."""
+        a, out, media_min = self.args, self.work / "baseline", self.multi_minutes
         out.mkdir(exist_ok=True)
-        runs = [self.m(f"baseline_{p.stem}", baseline_command(p, out / p.name, self.args.size)) for p in self.sources]
-        tiny = self.m("baseline_tiny", baseline_command(self.tiny_source, out / "tiny.mp4", self.args.size))
-        cpu = sum(r.cpu_best_s for r in runs)
-        per_min = cpu / self.multi_minutes
-        net = (cpu - len(runs) * tiny.cpu_best_s) / (self.multi_minutes - len(runs) * self.tiny_minutes)
-        # The machine's own ceiling for 2-way parallelism: the same ffmpeg commands two at a time.
-        lanes = [" ; ".join(shlex.join(baseline_command(p, out / f"par-{p.name}", self.args.size)) for p in self.sources[k::2])
+        base_tiny = self.m("baseline_tiny", baseline_command(self.tiny_source, out / "tiny.mp4", a.size))
+        tiny: dict[int, Measurement] = {}
+        if with_pipeline:
+            for w in (1, 2):
+                tiny[w] = self.m(f"pipeline_tiny_w{w}", pipeline_command(self.tiny, self.work / f"out_tiny_w{w}", self.config, w))
+        rounds: list[dict[Any, Any]] = []
+        for k in range(a.repeats):
+            rnd: dict[Any, Any] = {
+                "baseline": [self.m(f"baseline_{p.stem}_r{k}", baseline_command(p, out / p.name, a.size)) for p in self.sources]
+            }
+            if with_pipeline:
+                for w in [1, 2] if k % 2 == 0 else [2, 1]:
+                    rnd[w] = self.m(f"pipeline_w{w}_r{k}", pipeline_command(self.multi, self.work / f"out_w{w}", self.config, w))
+            rounds.append(rnd)
+        # The machine's own ceiling for 2-way parallelism: the same ffmpeg commands, two at a time.
+        lanes = [" ; ".join(shlex.join(baseline_command(p, out / f"par-{p.name}", a.size)) for p in self.sources[k::2])
                  for k in range(2)]
         parallel = self.m("baseline_parallel2", ["sh", "-c", " & ".join(f"( {lane} )" for lane in lanes if lane) + " & wait"])
-        sequential_wall = sum(r.wall_s for r in runs)
+
+        n = len(self.sources)
+        base_cpu = [sum(r.cpu_best_s for r in rnd["baseline"]) for rnd in rounds]
+        base_wall = [sum(r.wall_s for r in rnd["baseline"]) for rnd in rounds]
+        base_net = [(c - n * base_tiny.cpu_best_s) / (media_min - n * self.tiny_minutes) for c in base_cpu]
+        med = statistics.median
         self.results["baseline"] = {
+            "command": " ".join(baseline_command(Path("IN.mp4"), Path("OUT.mp4"), a.size)),
+            "ffmpeg": ffmpeg_version(),
+            "cpu_s": round(med(base_cpu), 2),
+            "cpu_s_rounds": [round(c, 2) for c in base_cpu],
+            "wall_s": round(med(base_wall), 2),
+            "cpu_s_per_media_min": round(med(base_cpu) / media_min, 3),
+            "tiny_cpu_s": round(base_tiny.cpu_best_s, 3),
+            "cpu_s_per_media_min_net": round(med(base_net), 3),
+            "cpu_s_per_media_min_net_rounds": [round(x, 3) for x in base_net],
+            "max_rss_mb": round(max(r.maxrss_rusage_kb for rnd in rounds for r in rnd["baseline"]) / 1024, 1),
             "parallel2": {
                 "wall_s": parallel.wall_s,
                 "cpu_s": round(parallel.cpu_best_s, 2),
-                "sequential_wall_s": round(sequential_wall, 2),
-                "speedup": round(sequential_wall / parallel.wall_s, 3),
-                "cpu_inflation": round(parallel.cpu_best_s / cpu, 3),
+                "sequential_wall_s": round(base_wall[-1], 2),
+                "speedup": round(base_wall[-1] / parallel.wall_s, 3),
+                "cpu_inflation": round(parallel.cpu_best_s / base_cpu[-1], 3),
                 "foreign_cpu_cores": parallel.foreign_cpu_cores,
             },
-            "command": " ".join(baseline_command(Path("IN.mp4"), Path("OUT.mp4"), self.args.size)),
-            "ffmpeg": ffmpeg_version(),
-            "cpu_s": round(cpu, 2),
-            "wall_s": round(sum(r.wall_s for r in runs), 2),
-            "cpu_s_per_media_min": round(per_min, 3),
-            "tiny_cpu_s": round(tiny.cpu_best_s, 3),
-            "cpu_s_per_media_min_net": round(net, 3),
-            "max_rss_mb": round(max(r.maxrss_rusage_kb for r in runs) / 1024, 1),
-            "runs": [r.summary() for r in [*runs, tiny]],
+            "runs": [r.summary() for rnd in rounds for r in rnd["baseline"]] + [base_tiny.summary(), parallel.summary()],
         }
-
-    def pipeline_runs(self) -> None:
-        """Runs both --workers 1 and --workers 2 on the same inputs (and the tiny input): the pipeline CPU
-        figures and the scaling figures come from the same runs."""
-        order = []
-        for i in range(self.args.repeats):
-            order += [1, 2] if i % 2 == 0 else [2, 1]  # ABBA, so a drift in machine load hits both alike
-        runs: dict[int, list[Measurement]] = {1: [], 2: []}
-        tiny: dict[int, Measurement] = {}
-        for workers in (1, 2):
-            tiny[workers] = self.m(
-                f"pipeline_tiny_w{workers}",
-                pipeline_command(self.tiny, self.work / f"out_tiny_w{workers}", self.config, workers),
-            )
-        for k, workers in enumerate(order):
-            runs[workers].append(
-                self.m(
-                    f"pipeline_w{workers}_r{k}",
-                    pipeline_command(self.multi, self.work / f"out_w{workers}", self.config, workers),
-                )
-            )
-        media_min = self.multi_minutes
-        section: dict[str, Any] = {"config": self.config.read_text(), "order": order}
-        for workers in (1, 2):
-            rs = runs[workers]
-            cpu = statistics.median(r.cpu_best_s for r in rs)
-            wall = statistics.median(r.wall_s for r in rs)
-            t = tiny[workers]
-            net_cpu = cpu - t.cpu_best_s
-            section[f"workers{workers}"] = {
-                "cpu_s": round(cpu, 2),
+        if not with_pipeline:
+            return
+        section: dict[str, Any] = {"config": self.config.read_text(), "rounds": a.repeats}
+        for w in (1, 2):
+            rs: list[Measurement] = [rnd[w] for rnd in rounds]
+            t = tiny[w]
+            cpu = [r.cpu_best_s for r in rs]
+            net = [(c - t.cpu_best_s) / (media_min - self.tiny_minutes) for c in cpu]
+            ratio_net = [x / b for x, b in zip(net, base_net)]
+            ratio_raw = [c / b for c, b in zip(cpu, base_cpu)]
+            section[f"workers{w}"] = {
+                "cpu_s": round(med(cpu), 2),
                 "cpu_rusage_s": [round(r.cpu_s, 2) for r in rs],
                 "cpu_polled_s": [round(r.cpu_polled_s, 2) for r in rs],
-                "wall_s": round(wall, 2),
+                "wall_s": round(med(r.wall_s for r in rs), 2),
                 "walls_s": [r.wall_s for r in rs],
-                "cpu_s_per_media_min": round(cpu / media_min, 3),
+                "cpu_s_per_media_min": round(med(cpu) / media_min, 3),
                 "startup_cpu_s": round(t.cpu_best_s, 2),
                 "startup_wall_s": round(t.wall_s, 2),
-                "cpu_s_per_media_min_net": round(net_cpu / (media_min - self.tiny_minutes), 3),
+                "cpu_s_per_media_min_net": round(med(net), 3),
+                "cpu_s_per_media_min_net_rounds": [round(x, 3) for x in net],
+                "ratio_raw": round(med(ratio_raw), 3),
+                "ratio_net": round(med(ratio_net), 3),
+                "ratio_net_rounds": [round(x, 3) for x in ratio_net],
                 "by_role": rs[0].by_role(),
                 "sandbox_cpu_s": sorted((p["cpu_s"] for p in rs[0].processes if p["role"] == "sandbox"), reverse=True),
                 "timeline": timeline(rs[0]),
@@ -685,21 +709,19 @@ class Bench:
                 "runs": [r.summary() for r in [*rs, t]],
             }
         self.results["pipeline"] = section
-        base = self.results.get("baseline")
-        if base:
-            for workers in (1, 2):
-                w = section[f"workers{workers}"]
-                w["ratio_raw"] = round(w["cpu_s_per_media_min"] / base["cpu_s_per_media_min"], 3)
-                w["ratio_net"] = round(w["cpu_s_per_media_min_net"] / base["cpu_s_per_media_min_net"], 3)
         w1, w2 = section["workers1"], section["workers2"]
-        speedup = w1["wall_s"] / w2["wall_s"]
-        net_speedup = (w1["wall_s"] - w1["startup_wall_s"]) / max(1e-6, w2["wall_s"] - w2["startup_wall_s"])
+        speedups = [a_.wall_s / b_.wall_s for a_, b_ in zip((rnd[1] for rnd in rounds), (rnd[2] for rnd in rounds))]
+        net_speedups = [
+            (a_.wall_s - tiny[1].wall_s) / max(1e-6, b_.wall_s - tiny[2].wall_s)
+            for a_, b_ in zip((rnd[1] for rnd in rounds), (rnd[2] for rnd in rounds))
+        ]
         self.results["scaling"] = {
-            "sources": len(self.sources),
+            "sources": n,
             "wall_w1_s": w1["wall_s"],
             "wall_w2_s": w2["wall_s"],
-            "speedup": round(speedup, 3),
-            "speedup_net_of_startup": round(net_speedup, 3),
+            "speedup": round(med(speedups), 3),
+            "speedup_rounds": [round(x, 3) for x in speedups],
+            "speedup_net_of_startup": round(med(net_speedups), 3),
             "sandbox_cpu_s_w2": w2["sandbox_cpu_s"],
             "timeline_w1": w1["timeline"],
             "timeline_w2": w2["timeline"],
@@ -718,6 +740,7 @@ class Bench:
                 "sandbox_peak_rss_mb": max((max(p["hwm_mb"], p["rss_max_mb"]) for p in sandboxes), default=None),
                 "sandbox_max_anon_mb": max((p["anon_max_mb"] for p in sandboxes), default=None),
                 "sandbox_max_file_mb": max((p["file_max_mb"] for p in sandboxes), default=None),
+                "sandbox_vm_peak_mb": max((p["vm_peak_mb"] for p in sandboxes), default=None),
                 "tree_peak_rss_mb": round(m.peak_tree_rss_kb / 1024, 1),
                 "max_process_rss_mb": max(biggest.get("hwm_mb", 0), biggest.get("rss_max_mb", 0)) if biggest else None,
                 "max_process_role": biggest.get("role"),
@@ -745,11 +768,13 @@ class Bench:
         p, s, mem = self.results.get("pipeline"), self.results.get("scaling"), self.results.get("memory")
         if p and "ratio_net" in p.get("workers1", {}):
             worst = max(p["workers1"]["ratio_net"], p["workers2"]["ratio_net"])
+            spread = p["workers1"]["ratio_net_rounds"] + p["workers2"]["ratio_net_rounds"]
             t["cpu_ratio"] = {"target": f"< {TARGET_CPU_RATIO}", "value": worst, "met": worst < TARGET_CPU_RATIO,
-                              "note": "worse of --workers 1 and --workers 2, start-up subtracted"}
+                              "note": f"worse of --workers 1 and 2 (median over rounds), start-up subtracted; "
+                                      f"rounds ranged {min(spread):.2f}-{max(spread):.2f}"}
         if s:
             t["speedup"] = {"target": f">= {TARGET_SPEEDUP}", "value": s["speedup"], "met": s["speedup"] >= TARGET_SPEEDUP,
-                            "note": "raw wall clock, start-up included"}
+                            "note": f"raw wall clock, start-up included, median over rounds {s['speedup_rounds']}"}
         if mem and mem.get("ratio_sandbox_peak"):
             worst = max(v for v in (mem["ratio_sandbox_peak"], mem["ratio_tree_peak"]) if v)
             t["memory_ratio"] = {"target": f"<= {TARGET_MEMORY_RATIO} (flat)", "value": worst,
@@ -778,6 +803,7 @@ class Bench:
                     x = r["pipeline"][f"workers{w}"]
                     lines.append(row(f"avcurate run --workers {w}", x["cpu_s_per_media_min"], x["cpu_s_per_media_min_net"],
                                      x.get("ratio_net", "-"), x["startup_cpu_s"]))
+                    lines.append(row("  ratio (net) per round", "", "", str(x["ratio_net_rounds"]), ""))
                     lines.append(row(f"  rusage vs polled (s)", "", "", str(x["cpu_rusage_s"]), str(x["cpu_polled_s"])))
                     lines.append(row(f"  by process role (s)", "", "", "", ""))
                     for role, v in x["by_role"].items():
@@ -803,14 +829,16 @@ class Bench:
             lines.append("")
             lines.append(row("MEMORY (MiB)", f"{mm['short_minutes']:.1f} min", f"{mm['long_minutes']:.1f} min", "ratio", ""))
             for key, label in (("sandbox_peak_rss_mb", "sandbox peak RSS (VmHWM)"), ("sandbox_max_anon_mb", "sandbox max RssAnon"),
-                               ("sandbox_max_file_mb", "sandbox max RssFile"), ("tree_peak_rss_mb", "whole tree peak (sum of RSS)"),
+                               ("sandbox_max_file_mb", "sandbox max RssFile"),
+                               ("sandbox_vm_peak_mb", "sandbox VmPeak (address space)"), ("tree_peak_rss_mb", "whole tree peak (sum of RSS)"),
                                ("max_process_rss_mb", "largest single process")):
                 a, b = mm["short"][key], mm["long"][key]
                 lines.append(row(label, a, b, round(b / a, 3) if a and b else "-", ""))
             lines.append(f"  largest process role: short {mm['short']['max_process_role']}, long {mm['long']['max_process_role']}")
             lines.append(f"  CPU s per media minute: short {mm['short_cpu_s_per_media_min']}, long {mm['long_cpu_s_per_media_min']}")
         lines.append("")
-        lines.append("TARGETS")
+        lines.append("TARGETS" + (" (--quick: inputs too short for these to mean anything; a smoke test only)"
+                                   if self.args.quick else ""))
         for name, t in r.get("targets", {}).items():
             lines.append(f"  {name:<14} {t['target']:<18} measured {t['value']:<8} {'MET' if t['met'] else 'MISSED'}  ({t['note']})")
         for w in self.warnings:
@@ -829,6 +857,7 @@ class Bench:
             "load_start": loadavg(),
             "subreaper": become_subreaper(),
         }
+        self.results["code"] = code_state()
         try:
             import av
 
@@ -839,13 +868,15 @@ class Bench:
         started = time.monotonic()
         self.make_inputs()
         sections = set(a.sections.split(","))
-        if "baseline" in sections or "pipeline" in sections:
-            self.baseline()
-        if "pipeline" in sections or "scaling" in sections:
-            self.pipeline_runs()
+        if sections & {"baseline", "pipeline", "scaling"}:
+            self.cpu_and_scaling(with_pipeline=bool(sections & {"pipeline", "scaling"}))
         if "memory" in sections:
             self.memory()
         self.results["machine"]["load_end"] = loadavg()
+        end_code = code_state()
+        if end_code != self.results["code"]:
+            self.results["code_at_end"] = end_code
+            self.warnings.append(f"avcurate's code changed during the run: {self.results['code']} -> {end_code}")
         self.results["total_wall_s"] = round(time.monotonic() - started, 1)
         self.results["targets"] = self.targets()
         self.results["warnings"] = self.warnings
@@ -861,7 +892,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", default="640x360", help="source size WxH (default 640x360)")
     parser.add_argument("--tiny-seconds", type=float, default=2.0, help="start-up probe input length (default 2)")
     parser.add_argument("--long-copies", type=int, help="memory test: the long input is this many x one source (default 20)")
-    parser.add_argument("--repeats", type=int, default=1, help="pipeline runs per worker count (ABBA order; median)")
+    parser.add_argument("--repeats", type=int,
+                        help="rounds of baseline + --workers 1 + --workers 2 runs (alternating order; medians reported; "
+                        "default 2, --quick 1)")
     parser.add_argument("--sections", default="baseline,pipeline,scaling,memory", help="comma-separated subset")
     parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between /proc polls")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
@@ -873,7 +906,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "other work on a shared machine)")
     parser.add_argument("--workdir", help="keep inputs and outputs here (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
-    defaults = {"sources": 2, "seconds": 8.0, "long_copies": 4} if args.quick else {"sources": 4, "seconds": 60.0, "long_copies": 20}
+    defaults = (
+        {"sources": 2, "seconds": 8.0, "long_copies": 4, "repeats": 1}
+        if args.quick
+        else {"sources": 4, "seconds": 60.0, "long_copies": 20, "repeats": 2}
+    )
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
