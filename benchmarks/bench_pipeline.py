@@ -166,6 +166,7 @@ class ProcStats:
     last_seen_s: float = 0.0
     first_active_s: float | None = None  # first and last poll at which its CPU time had grown
     last_active_s: float | None = None
+    series: list[tuple[float, int, int]] = field(default_factory=list)  # (s, RSS kB, RssAnon kB), about 1 per s
 
     @property
     def cpu_s(self) -> float:
@@ -297,6 +298,8 @@ class TreeMonitor(threading.Thread):
             rec.anon_max_kb = max(rec.anon_max_kb, status.get("RssAnon", 0))
             rec.file_max_kb = max(rec.file_max_kb, status.get("RssFile", 0))
             rec.vm_peak_kb = max(rec.vm_peak_kb, status.get("VmPeak", 0))
+            if not rec.series or now - rec.series[-1][0] >= 1.0:
+                rec.series.append((round(now, 2), rss, status.get("RssAnon", 0)))
             rec.polls += 1
             total += rss
         if total > self.peak_total_rss_kb:
@@ -405,6 +408,7 @@ def measure(label: str, command: list[str], *, cwd: Path, interval: float, log_d
             "anon_max_mb": round(p.anon_max_kb / 1024, 1),
             "file_max_mb": round(p.file_max_kb / 1024, 1),
             "vm_peak_mb": round(p.vm_peak_kb / 1024, 1),
+            "series": p.series if p.role == "sandbox" else [],
             "polls": p.polls,
             "seen_s": [round(p.first_seen_s, 2), round(p.last_seen_s, 2)],
             "active_s": [round(p.first_active_s or 0.0, 2), round(p.last_active_s or 0.0, 2)],
@@ -537,6 +541,17 @@ def run_summary(m: Measurement) -> dict[str, Any]:
     return out
 
 
+def _deciles(series: list[tuple[float, int, int]]) -> list[float]:
+    """Max RssAnon (MiB) of the sandbox in each tenth of its life: flat if memory does not grow with length."""
+    if len(series) < 10:
+        return [round(max(a for _, _, a in series) / 1024, 1)] if series else []
+    out = []
+    for k in range(10):
+        chunk = series[k * len(series) // 10 : (k + 1) * len(series) // 10]
+        out.append(round(max(a for _, _, a in chunk) / 1024, 1))
+    return out
+
+
 def timeline(m: Measurement) -> dict[str, Any]:
     """When the decoders worked within a run: start-up before the first, tail after the last, overlap."""
     boxes = [p for p in m.processes if p["role"] == "sandbox" and p["cpu_s"] > 0.5]
@@ -666,7 +681,7 @@ class Bench:
             "tiny_cpu_s": round(base_tiny.cpu_best_s, 3),
             "cpu_s_per_media_min_net": round(med(base_net), 3),
             "cpu_s_per_media_min_net_rounds": [round(x, 3) for x in base_net],
-            "max_rss_mb": round(max(r.maxrss_rusage_kb for rnd in rounds for r in rnd["baseline"]) / 1024, 1),
+            "max_rss_mb": max(max(p["hwm_mb"], p["rss_max_mb"]) for rnd in rounds for r in rnd["baseline"] for p in r.processes),
             "parallel2": {
                 "wall_s": parallel.wall_s,
                 "cpu_s": round(parallel.cpu_best_s, 2),
@@ -711,17 +726,19 @@ class Bench:
         self.results["pipeline"] = section
         w1, w2 = section["workers1"], section["workers2"]
         speedups = [a_.wall_s / b_.wall_s for a_, b_ in zip((rnd[1] for rnd in rounds), (rnd[2] for rnd in rounds))]
-        net_speedups = [
-            (a_.wall_s - tiny[1].wall_s) / max(1e-6, b_.wall_s - tiny[2].wall_s)
-            for a_, b_ in zip((rnd[1] for rnd in rounds), (rnd[2] for rnd in rounds))
-        ]
+        def decoding_span(m: Measurement) -> float:
+            boxes = [p["active_s"] for p in m.processes if p["role"] == "sandbox" and p["cpu_s"] > 0.5]
+            return max(e for _, e in boxes) - min(b for b, _ in boxes) if boxes else float("nan")
+
+        # Start-up excluded: from the first decoder starting work to the last one finishing.
+        net_speedups = [decoding_span(rnd[1]) / max(1e-6, decoding_span(rnd[2])) for rnd in rounds]
         self.results["scaling"] = {
             "sources": n,
             "wall_w1_s": w1["wall_s"],
             "wall_w2_s": w2["wall_s"],
             "speedup": round(med(speedups), 3),
             "speedup_rounds": [round(x, 3) for x in speedups],
-            "speedup_net_of_startup": round(med(net_speedups), 3),
+            "speedup_decoding_phase": round(med(net_speedups), 3),
             "sandbox_cpu_s_w2": w2["sandbox_cpu_s"],
             "timeline_w1": w1["timeline"],
             "timeline_w2": w2["timeline"],
@@ -741,6 +758,7 @@ class Bench:
                 "sandbox_max_anon_mb": max((p["anon_max_mb"] for p in sandboxes), default=None),
                 "sandbox_max_file_mb": max((p["file_max_mb"] for p in sandboxes), default=None),
                 "sandbox_vm_peak_mb": max((p["vm_peak_mb"] for p in sandboxes), default=None),
+                "sandbox_anon_by_decile_mb": _deciles(sandboxes[0]["series"]) if sandboxes else None,
                 "tree_peak_rss_mb": round(m.peak_tree_rss_kb / 1024, 1),
                 "max_process_rss_mb": max(biggest.get("hwm_mb", 0), biggest.get("rss_max_mb", 0)) if biggest else None,
                 "max_process_role": biggest.get("role"),
@@ -811,8 +829,8 @@ class Bench:
         if "scaling" in r:
             s = r["scaling"]
             lines.append("")
-            lines.append(row("SCALING (wall s)", "workers 1", "workers 2", "speed-up", "net of start"))
-            lines.append(row(f"{s['sources']} equal sources", s["wall_w1_s"], s["wall_w2_s"], s["speedup"], s["speedup_net_of_startup"]))
+            lines.append(row("SCALING (wall s)", "workers 1", "workers 2", "speed-up", "decode phase"))
+            lines.append(row(f"{s['sources']} equal sources", s["wall_w1_s"], s["wall_w2_s"], s["speedup"], s["speedup_decoding_phase"]))
             par = r.get("baseline", {}).get("parallel2")
             if par:
                 lines.append(row("ceiling: ffmpeg baseline 1 vs 2 at a time", par["sequential_wall_s"], par["wall_s"], par["speedup"],
@@ -835,6 +853,7 @@ class Bench:
                 a, b = mm["short"][key], mm["long"][key]
                 lines.append(row(label, a, b, round(b / a, 3) if a and b else "-", ""))
             lines.append(f"  largest process role: short {mm['short']['max_process_role']}, long {mm['long']['max_process_role']}")
+            lines.append(f"  sandbox RssAnon by tenth of the long run (MiB): {mm['long'].get('sandbox_anon_by_decile_mb')}")
             lines.append(f"  CPU s per media minute: short {mm['short_cpu_s_per_media_min']}, long {mm['long_cpu_s_per_media_min']}")
         lines.append("")
         lines.append("TARGETS" + (" (--quick: inputs too short for these to mean anything; a smoke test only)"
@@ -874,7 +893,7 @@ class Bench:
             self.memory()
         self.results["machine"]["load_end"] = loadavg()
         end_code = code_state()
-        if end_code != self.results["code"]:
+        if {k: v for k, v in end_code.items() if k != "commit"} != {k: v for k, v in self.results["code"].items() if k != "commit"}:
             self.results["code_at_end"] = end_code
             self.warnings.append(f"avcurate's code changed during the run: {self.results['code']} -> {end_code}")
         self.results["total_wall_s"] = round(time.monotonic() - started, 1)

@@ -10,6 +10,9 @@
         worker process per worker) and multi_threading mode (N worker threads in the launching process; each
         still drives its own sandboxed decoder process) forced. Wall clock and the CPU of every process,
         measured like bench_pipeline.py does.
+    .venv/bin/python benchmarks/profile_pipeline.py paired INPUT.mp4 [--repeats 6]
+        the ffmpeg baseline and process_source (in process, no start-up) alternated on one input: the
+        steady-state CPU ratio, as paired measurements that a drifting machine load affects alike.
     .venv/bin/python benchmarks/profile_pipeline.py startup
         CPU seconds of the imports every process of a local run pays.
 """
@@ -123,6 +126,60 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def paired(args: argparse.Namespace) -> dict[str, Any]:
+    """The per-source cost without any start-up: the ffmpeg baseline and process_source (in this process,
+    after a warm-up run) on the same input, alternated `--repeats` times; the median of the paired ratios is
+    robust to the slow drifts of a shared machine."""
+    import resource
+    import statistics
+
+    from bench_pipeline import baseline_command, loadavg
+
+    from avcurate.config import Config
+    from avcurate.model import Source
+    from avcurate.process import process_source
+
+    cfg = Config.from_dict({"decode": {"threads": 1}})
+    source = Source.from_uri(str(Path(args.input).resolve()))
+    work = Path(tempfile.mkdtemp(prefix="prof-paired-"))
+    info = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
+                           "-of", "csv=p=0", args.input], capture_output=True, text=True, check=True).stdout.strip()
+    width, height = info.split(",")[:2]
+
+    def run_pipeline() -> float:
+        staging, scratch = tempfile.mkdtemp(dir=work), tempfile.mkdtemp(dir=work)
+        cpu0 = time.process_time()
+        process_source(source, cfg, staging, scratch)
+        cpu = time.process_time() - cpu0
+        shutil.rmtree(staging)
+        shutil.rmtree(scratch)
+        return cpu
+
+    def run_ffmpeg() -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(baseline_command(Path(args.input), work / "out.mp4", f"{width}x{height}"), check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+    try:
+        run_pipeline()  # warm-up: imports, first-use allocations
+        pairs = []
+        for k in range(args.repeats):
+            first, second = (run_ffmpeg, run_pipeline) if k % 2 == 0 else (run_pipeline, run_ffmpeg)
+            a, b = first(), second()
+            base, pipe = (a, b) if first is run_ffmpeg else (b, a)
+            pairs.append((base, pipe))
+            print(f"round {k}: ffmpeg {base:6.2f} s  process_source {pipe:6.2f} s  ratio {pipe / base:5.3f}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ratios = [p / b for b, p in pairs]
+    out = {"input": args.input, "load": loadavg(), "pairs_cpu_s": [[round(b, 3), round(p, 3)] for b, p in pairs],
+           "ratio_median": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
+           "ratio_max": round(max(ratios), 3)}
+    print(f"process_source / ffmpeg CPU: median {out['ratio_median']} (range {out['ratio_min']}-{out['ratio_max']})")
+    return out
+
+
 def _run_child(mode: str, input_dir: str, output: str, workers: int) -> None:
     """Runs in a child process: the pipeline on one runner configuration."""
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -217,12 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("input", help="a folder of sources")
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--repeats", type=int, default=1, help="2: run the plan forward then backward (ABBA)")
+    pp = sub.add_parser("paired")
+    pp.add_argument("input")
+    pp.add_argument("--repeats", type=int, default=6)
     s = sub.add_parser("startup")
     s.add_argument("--repeats", type=int, default=3)
-    for q in (p, r, s):
+    for q in (p, r, s, pp):
         q.add_argument("--json", help="write the results as JSON here")
     args = parser.parse_args(argv)
-    result = {"profile": profile, "runners": runners, "startup": startup}[args.command](args)
+    result = {"profile": profile, "runners": runners, "startup": startup, "paired": paired}[args.command](args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0
