@@ -101,6 +101,9 @@ class AlignedDecoder:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = cfg.threads
         self.fps = Fraction(cfg.fps).limit_denominator(1001)
+        # Integer arithmetic on the exact rate: Fraction objects per frame cost measurable CPU.
+        self._fps_num, self._fps_den = self.fps.numerator, self.fps.denominator
+        self._frame_s = float(1 / self.fps)
         self.max_pending = int(max_interleave_s * cfg.fps)
         self.rotation = 0
         self.size: tuple[int, int] | None = None
@@ -112,7 +115,8 @@ class AlignedDecoder:
 
     def sample_boundary(self, index: int) -> int:
         """Timeline sample where output frame `index` starts (exact for non-integer samples per frame)."""
-        return round(index * self.cfg.sample_rate / self.fps)
+        num = index * self.cfg.sample_rate * self._fps_den
+        return (2 * num + self._fps_num) // (2 * self._fps_num)  # round half up, exactly
 
     def __iter__(self) -> Iterator[AVFrame]:
         origin: float | None = None
@@ -130,7 +134,7 @@ class AlignedDecoder:
         def emit_until(t: float) -> None:
             nonlocal next_index
             converted = None
-            while next_index / self.fps < t - _EPS:
+            while next_index * self._frame_s < t - _EPS:
                 converted = converted or self._convert(pending[0])
                 queue.append((next_index, converted))
                 next_index += 1
@@ -151,7 +155,7 @@ class AlignedDecoder:
                 else:
                     self._push_audio(frame, origin)
             else:
-                t = frame.time if frame.time is not None else (next_index / self.fps)
+                t = frame.time if frame.time is not None else (next_index * self._frame_s)
                 if origin is None:
                     origin = t
                     self.rotation = normalise_rotation(getattr(frame, "rotation", 0) or 0)

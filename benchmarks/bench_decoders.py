@@ -695,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
                     if not r.get("ok"):
                         break  # a candidate that cannot load will not load on the next try either
                 summary = summarise(runs)
+                if not summary.get("ok") and "ModuleNotFoundError" in str(summary.get("error")):
+                    summary["error"] += " (not installed: rerun with --install, or point --deps at a folder that has it)"
                 results["jobs"][job][name] = summary
                 if summary.get("ok"):
                     log(f"{job:<6} {name:<22} cpu {summary['cpu_s']:.2f} s, wall {summary['wall_s']:.2f} s (load {loadavg()})")

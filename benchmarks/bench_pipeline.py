@@ -580,6 +580,7 @@ class Bench:
         self.config = self.work / "threads1.yaml"
         self.config.write_text("decode:\n  threads: 1\n")
         self.warnings: list[str] = []
+        self.failed_runs: list[str] = []
 
     def m(self, label: str, command: list[str]) -> Measurement:
         waited, busy = 0.0, None
@@ -593,6 +594,7 @@ class Bench:
         note = "" if result.rc == 0 else f"  rc={result.rc}"
         log(f"{label}: wall {result.wall_s:.1f} s, cpu {result.cpu_s:.1f} s (polled {result.cpu_polled_s:.1f} s){note}")
         if result.rc != 0:
+            self.failed_runs.append(label)
             self.warnings.append(f"{label}: exit code {result.rc}; stderr tail: {result.stderr_tail[-300:]!r}")
         return result
 
@@ -951,7 +953,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(bench.work, ignore_errors=True)
-    return 0
+    # A missed target is a finding, not a failure; a command that failed is (so a smoke test can rely on it).
+    return 1 if bench.failed_runs else 0
 
 
 if __name__ == "__main__":
