@@ -148,24 +148,23 @@ def video_pyav_reformat_rgb(path: str, sink: _Sink, w: int, h: int) -> dict[str,
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
         pending, n = None, 0
-        for frame in container.decode(stream):
-            t = float(frame.time)
-            if pending is not None:
-                array = None
-                while n / FPS < t - 1e-4:
-                    array = array if array is not None else pending.to_ndarray(
-                        width=w, height=h, format="rgb24", interpolation="BILINEAR", threads=1)
-                    sink(array)
-                    n += 1
-            pending = frame
-        if pending is not None:
-            end = float(pending.time) + 1.0 / float(stream.average_rate or FPS)
+
+        def emit_until(t: float) -> None:
+            """Output instants before `t` show the pending frame, converted once."""
+            nonlocal n
             array = None
-            while n / FPS < end - 1e-4:
+            while n / FPS < t - 1e-4:
                 array = array if array is not None else pending.to_ndarray(
                     width=w, height=h, format="rgb24", interpolation="BILINEAR", threads=1)
                 sink(array)
                 n += 1
+
+        for frame in container.decode(stream):
+            if pending is not None:
+                emit_until(float(frame.time))
+            pending = frame
+        if pending is not None:
+            emit_until(float(pending.time) + 1.0 / float(stream.average_rate or FPS))
     return {}
 
 
