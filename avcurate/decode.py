@@ -187,8 +187,12 @@ class AlignedDecoder:
                 kind = "video" if packet.stream.index == self.video_stream.index else "audio"
                 try:
                     frames = packet.decode()
-                except av.error.InvalidDataError:
-                    self.corrupt_packets += 1  # skip a damaged packet, as ffmpeg does; counted in the result
+                except av.error.FFmpegError as e:
+                    # A damaged packet fails with whatever code the codec picks (EINVAL, EPERM, AVERROR_INVALIDDATA...).
+                    # Skip it, as the ffmpeg CLI does, and count it in the result; running out of memory is fatal.
+                    if isinstance(e, av.error.MemoryError):
+                        raise
+                    self.corrupt_packets += 1
                     if self.corrupt_packets > 100:
                         raise DecodeError("more than 100 corrupt packets; the source is damaged beyond use") from None
                     continue

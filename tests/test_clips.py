@@ -24,7 +24,7 @@ def two_scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y",
          "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=7",
-         "-t", "4", "-f", "lavfi", "-i", "cellauto=s=320x240:r=25:rule=110,format=yuv420p",
+         "-t", "4", "-f", "lavfi", "-i", "cellauto=s=320x240:r=25:rule=110:seed=7,format=yuv420p",
          "-f", "lavfi", "-i", "smptebars=s=320x240:r=25:d=0.6",
          "-f", "lavfi", "-i", "sine=f=300:d=11.6:sample_rate=48000",
          "-filter_complex", "[0:v][1:v][2:v]concat=n=3:v=1:a=0[v]", "-map", "[v]", "-map", "3:a",
@@ -82,7 +82,8 @@ def test_scores_describe_the_signal(two_scenes: Path, tmp_path: Path) -> None:
 def test_a_damaged_source_gives_what_decodes_and_says_so(two_scenes: Path, tmp_path: Path) -> None:
     damaged = tmp_path / "damaged.mp4"
     data = bytearray(two_scenes.read_bytes())
-    rng = np.random.default_rng(1)
+    # This pattern (on the seeded fixture) makes H.264 fail with EPERM as well as AVERROR_INVALIDDATA.
+    rng = np.random.default_rng(0)
     for at in rng.integers(len(data) // 5, len(data) - 4096, size=25):
         data[at : at + 2000] = rng.integers(0, 256, size=2000, dtype=np.uint8).tobytes()
     damaged.write_bytes(bytes(data))
