@@ -211,11 +211,13 @@ class AlignedDecoder:
         yield "audio", None
 
     def _push_audio(self, frame: av.AudioFrame, origin: float) -> None:
-        samples = frame.to_ndarray().reshape(self.cfg.channels, -1)
-        if frame.pts is None or frame.time_base is None:
+        # The resampler gives planar float32, one plane per channel: read the planes in place (to_ndarray copies).
+        samples = np.stack([np.frombuffer(p, np.float32, frame.samples) for p in frame.planes])
+        tb = frame.time_base
+        if frame.pts is None or tb is None:
             self.audio.push(samples, None)  # no timestamps: assume contiguous
             return
-        at = round((float(frame.pts * frame.time_base) - origin) * self.cfg.sample_rate)
+        at = round((frame.pts * tb.numerator / tb.denominator - origin) * self.cfg.sample_rate)
         self.audio.push(samples, at)
 
     def _convert(self, frame: av.VideoFrame) -> av.VideoFrame:
@@ -260,4 +262,13 @@ def luma(frame: av.VideoFrame) -> np.ndarray:
 
 def chroma(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray]:
     return plane(frame, 1), plane(frame, 2)
+
+
+def quarter_yuv(frame: av.VideoFrame) -> np.ndarray:
+    """Y, U and V on one grid a quarter of the frame's size, uint8 [3, ceil(h/4), ceil(w/4)].
+
+    Every 4th luma sample and every 2nd chroma sample (yuv420p chroma is already half size): what the shot
+    detector and the scorers look at, in one small array per frame.
+    """
+    return np.stack((plane(frame, 0)[::4, ::4], plane(frame, 1)[::2, ::2], plane(frame, 2)[::2, ::2]))
 

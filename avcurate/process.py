@@ -14,7 +14,7 @@ import numpy as np
 
 from .clips import END, Segmenter
 from .config import Config
-from .decode import AlignedDecoder, AVFrame, chroma, luma
+from .decode import AlignedDecoder, AVFrame, quarter_yuv
 from .encode import VideoClipWriter, mux_clip
 from .filters import apply_filters, source_sync_correction
 from .fsutil import write_bytes
@@ -23,9 +23,6 @@ from .probe import check_decodable, open_container, probe_container
 from .sandbox import Sandbox, SourceFailure
 from .scorers import build_scorers
 from .scorers.base import ClipSignals
-
-_GRAY_STRIDE = 4  # scorers see luma at a quarter of the clip size: enough for motion and sync, 16x cheaper
-
 
 def probe_source(uri: str) -> ProbeInfo:
     """Headers only: fast, and bounded separately so a file that blocks on open fails quickly."""
@@ -41,13 +38,18 @@ class _OpenClip:
 
     first_index: int
     writer: VideoClipWriter
-    gray: list[np.ndarray] = field(default_factory=list)
+    luma: list[np.ndarray] = field(default_factory=list)  # uint8, a quarter of the clip size: what scorers see
     audio: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, frame: AVFrame, y: np.ndarray) -> None:
+    def add(self, frame: AVFrame, small_luma: np.ndarray) -> None:
         self.writer.write(frame.video)
-        self.gray.append(y[::_GRAY_STRIDE, ::_GRAY_STRIDE].astype(np.float32) * (1.0 / 255.0))
+        self.luma.append(small_luma)
         self.audio.append(frame.audio)
+
+    def signals(self, sample_rate: int, fps: float) -> ClipSignals:
+        gray = np.stack(self.luma).astype(np.float32)  # one conversion per clip, not one per frame
+        gray *= 1.0 / 255.0
+        return ClipSignals(audio=np.concatenate(self.audio, axis=1), sample_rate=sample_rate, gray=gray, fps=fps)
 
 
 def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: str) -> SourceResult:
@@ -73,12 +75,7 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
                 os.unlink(current.writer.path)
                 return
             clip = _make_clip(source, cfg, current, end_index, decoder, reason)
-            signals = ClipSignals(
-                audio=np.concatenate(current.audio, axis=1),
-                sample_rate=cfg.decode.sample_rate,
-                gray=np.stack(current.gray),
-                fps=cfg.decode.fps,
-            )
+            signals = current.signals(cfg.decode.sample_rate, cfg.decode.fps)
             for scorer in scorers:
                 for name, value in scorer.score(signals).items():
                     setattr(clip.scores, name, value)
@@ -89,11 +86,10 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
             last_index = -1
             for frame in decoder:
                 # The whole source's audio goes to scratch so a sync correction can shift any clip's audio.
-                audio_file.write(np.ascontiguousarray(frame.audio.T).tobytes())
-                y = luma(frame.video)
-                u, v = chroma(frame.video)
+                audio_file.write(np.ascontiguousarray(frame.audio.T))
+                yuv = quarter_yuv(frame.video)
                 n_in_clip = 0 if current is None else frame.index - current.first_index
-                reason = segmenter.boundary(n_in_clip, y, u, v)
+                reason = segmenter.boundary(n_in_clip, yuv)
                 if reason is not None:
                     close(reason, frame.index)
                     current = None
@@ -101,7 +97,7 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
                     path = os.path.join(scratch_dir, f"video-{frame.index:08d}.mp4")
                     writer = VideoClipWriter(path, cfg.decode.fps, decoder.size, cfg.encode, cfg.decode.threads)
                     current = _OpenClip(frame.index, writer)
-                current.add(frame, y)
+                current.add(frame, yuv[0])
                 last_index = frame.index
             if current is not None:
                 close(END, last_index + 1)
