@@ -23,7 +23,15 @@ from avcurate.writers.tables import (
     VERSION_KEY,
 )
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+def _schemas_dir() -> Path:
+    """The copy a wheel ships inside the package, else `schemas/` of the source checkout (editable installs)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "schema_files"
+    return packaged if packaged.is_dir() else here.parent / "schemas"
+
+
+SCHEMAS_DIR = _schemas_dir()
 SAMPLE_METADATA_FILE = "sample-metadata.v1.json"
 INDEX_FILE = f"index.v{INDEX_SCHEMA_VERSION}.json"
 LEDGER_FILE = f"ledger.v{LEDGER_SCHEMA_VERSION}.json"
