@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from .config import DecodeConfig
-from .probe import MediaError, normalise_rotation
+from .probe import MediaError, main_streams, normalise_rotation
 
 _EPS = 1e-4  # seconds: timestamp jitter tolerated when picking frames
 _AUDIO_SLACK = 0.002  # seconds: resampler rounding treated as contiguous audio
@@ -95,8 +95,7 @@ class AlignedDecoder:
 
     def __init__(self, container: Any, cfg: DecodeConfig, *, max_interleave_s: float = 30.0) -> None:
         self.container, self.cfg = container, cfg
-        self.video_stream = container.streams.video[0]
-        self.audio_stream = container.streams.audio[0]
+        self.video_stream, self.audio_stream = main_streams(container)
         for stream in (self.video_stream, self.audio_stream):
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = cfg.threads

@@ -46,10 +46,29 @@ def open_container(uri: str) -> Any:
         ) from e
 
 
+def main_streams(container: Any) -> tuple[Any, Any]:
+    """The video and audio streams to use (None where absent), picked much as the ffmpeg CLI picks them.
+
+    Cover art (an attached picture: a one-frame video stream) is not video. Among the rest, a stream flagged
+    default wins, then the largest picture for video and the first stream for audio (the main language track
+    comes first in practice; the most channels is often a surround mix of the same).
+    """
+    def is_default(stream: Any) -> bool:
+        return bool(stream.disposition & av.stream.Disposition.default)
+
+    def area(stream: Any) -> int:
+        ctx = stream.codec_context
+        return ctx.width * ctx.height if ctx is not None else 0
+
+    videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    video = max(videos, key=lambda s: (is_default(s), area(s)), default=None)  # max keeps the first of equals
+    audio = max(container.streams.audio, key=is_default, default=None)
+    return video, audio
+
+
 def probe_container(container: Any) -> ProbeInfo:
     """Describe an open container. Raises ProbeError for inputs avcurate cannot turn into AV clips."""
-    video = container.streams.video[0] if container.streams.video else None
-    audio = container.streams.audio[0] if container.streams.audio else None
+    video, audio = main_streams(container)
     duration = _duration_s(container, video, audio)
     info = ProbeInfo(
         format_name=container.format.name,
@@ -82,7 +101,7 @@ def check_decodable(info: ProbeInfo, container: Any) -> None:
         raise ProbeError("audio-only input: no video stream; avcurate makes audio-visual clips and needs both")
     if not info.has_audio:
         raise ProbeError("video-only input: no audio stream; avcurate makes audio-visual clips and needs both")
-    for kind, stream in (("video", container.streams.video[0]), ("audio", container.streams.audio[0])):
+    for kind, stream in zip(("video", "audio"), main_streams(container)):
         if stream.codec_context is None or not stream.codec_context.codec.is_decoder:
             tag = getattr(stream.codec_context, "codec_tag", None) if stream.codec_context else None
             raise ProbeError(

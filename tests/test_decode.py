@@ -108,3 +108,24 @@ def test_probe_rejects_single_stream_inputs_with_a_clear_cause(tmp_path: Path) -
     ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x64:d=1", "-c:v", "libx264", "-preset", "ultrafast", str(video_only))
     with open_container(str(video_only)) as c, pytest.raises(ProbeError, match="video-only input: no audio stream"):
         check_decodable(probe_container(c), c)
+
+
+def test_cover_art_is_not_taken_for_video(tmp_path: Path) -> None:
+    cover = tmp_path / "cover.png"
+    ffmpeg("-f", "lavfi", "-i", "color=red:s=320x240", "-frames:v", "1", str(cover))
+    # Music with an embedded cover (an attached picture: a one-frame video stream) has no video at all.
+    music = tmp_path / "music.mp4"
+    ffmpeg("-f", "lavfi", "-i", "sine=d=3", "-i", str(cover), "-map", "0:a", "-map", "1:v", "-c:a", "aac",
+           "-c:v", "png", "-disposition:v:0", "attached_pic", str(music))
+    with open_container(str(music)) as c, pytest.raises(ProbeError, match="audio-only input"):
+        check_decodable(probe_container(c), c)
+    # A video with a cover: the cover is ignored, whatever its place among the streams.
+    video = tmp_path / "video.mp4"
+    ffmpeg("-f", "lavfi", "-i", "sine=d=3", "-i", str(cover), "-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=3",
+           "-map", "1:v", "-map", "2:v", "-map", "0:a", "-c:v:0", "png", "-disposition:v:0", "attached_pic",
+           "-c:v:1", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(video))
+    with open_container(str(video)) as c:
+        info = probe_container(c)
+    assert (info.video_codec, info.width, info.height) == ("h264", 640, 360)
+    decoder, frames, _ = decode(video)
+    assert len(frames) == 75 and decoder.size == (456, 256)
