@@ -10,8 +10,9 @@ setup:
 demo: setup
 	$(PY) -m avcurate.demo --workdir demo-output
 
-# The whole test suite, on media the tests generate.
-test: setup
+# The whole test suite, on media the tests generate (one test runs the pipeline on Beam's Prism runner too).
+test:
+	@bash scripts/setup.sh --prism
 	$(PY) -m pytest -n 2 -q
 
 bench: setup

@@ -34,8 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         "repeatable",
     )
     run.add_argument("--output", required=True, help="output folder (local, gs:// or s3://)")
-    run.add_argument("--runner", default="local", help="'local' (default: multi-process, no network) or any Beam runner")
-    run.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
+    run.add_argument(
+        "--runner", default="local", help="'local' (default: Beam's FnApiRunner, no network) or any Beam runner"
+    )
+    run.add_argument(
+        "--workers", type=int, default=2, help="local workers, each driving its own sandboxed decoder (default 2)"
+    )
     run.add_argument("--overwrite", action="store_true", help="replace the shards, index and ledger of an earlier run")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     inspect = commands.add_parser("inspect", help="summarise an output folder")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything avcurate needs on a fresh Debian machine: system ffmpeg (and espeak-ng for the
-# speech samples) and a Python 3.11 virtualenv with `pip install -e .[dev]`. Safe to run again: it
-# reinstalls only when pyproject.toml changed.
+# speech samples) and a Python 3.11 virtualenv with `pip install -e .[dev]`; with --prism, also Beam's Prism
+# runner for the tests. Safe to run again: it reinstalls only when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -35,15 +35,26 @@ fi
 
 stamp="$VENV/.avcurate-setup"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
+if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  # uv (from PyPI) installs the same wheels as pip, several times faster, and caches them.
+  if ! "$PY" -m uv --version >/dev/null 2>&1; then
+    "$PY" -m pip install -q --disable-pip-version-check uv
+  fi
+  "$PY" -m uv venv -q --allow-existing -p "$PY" "$VENV"
+  "$PY" -m uv pip install -q --python "$VENV/bin/python" -e ".[dev]"
+  echo "$want" > "$stamp"
+  echo "setup: ready ($VENV)"
 fi
 
-# uv (from PyPI) installs the same wheels as pip, several times faster, and caches them.
-if ! "$PY" -m uv --version >/dev/null 2>&1; then
-  "$PY" -m pip install -q --disable-pip-version-check uv
+# --prism: Beam's portable Prism runner, built from source with Go at the installed Beam's version (Beam would
+# otherwise download a release binary from GitHub at run time). The tests run the pipeline on it.
+if [ "${1:-}" = "--prism" ] && ! [ -x "$VENV/bin/prism" ]; then
+  beam_version=$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("apache-beam"))')
+  if ! command -v go >/dev/null 2>&1; then
+    echo "setup: Go is not installed, so Beam's Prism runner cannot be built and the test that runs the" >&2
+    echo "       pipeline on it will fail. Install Go >= 1.24 (https://go.dev/dl/) and run this command again." >&2
+  else
+    echo "setup: building Beam's Prism runner $beam_version with Go (once; about 2 minutes)"
+    GOBIN="$(pwd)/$VENV/bin" GOTOOLCHAIN=auto go install "github.com/apache/beam/sdks/v2/go/cmd/prism@v$beam_version"
+  fi
 fi
-"$PY" -m uv venv -q --allow-existing -p "$PY" "$VENV"
-"$PY" -m uv pip install -q --python "$VENV/bin/python" -e ".[dev]"
-echo "$want" > "$stamp"
-echo "setup: ready ($VENV)"

@@ -165,3 +165,20 @@ def test_an_existing_output_is_not_overwritten_by_accident(sample_set: SampleSet
     output, _, _ = runs
     done = run_cli("run", "--input", str(sample_set.folder), "--output", str(output))
     assert done.returncode == 2 and "--overwrite" in done.stderr
+
+
+def test_a_portable_runner_writes_the_same_bytes(sample_set: SampleSet, runs, tmp_path: Path) -> None:
+    """The same pipeline through Beam's job API on Prism (a portable runner, as Flink, Spark and Dataflow are),
+    with the SDK harness in this process: every output file equals the local runner's, byte for byte."""
+    prism = Path(sys.executable).parent / "prism"
+    assert prism.is_file(), f"no Prism runner at {prism}: run `bash scripts/setup.sh --prism` (needs Go)"
+    first, _, _ = runs
+    output = tmp_path / "prism"
+    done = run_cli("run", "--config", str(CONFIG), "--input", str(sample_set.folder), "--output", str(output),
+                   "--runner", "PrismRunner", f"--prism_location={prism}", "--environment_type=LOOPBACK", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pipeline done" in done.stderr  # Prism itself ran the job
+    names = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(output) for p in output.rglob("*") if p.is_file())
+    for name in names:
+        assert sha256(first / name) == sha256(output / name), name
