@@ -187,8 +187,8 @@ class AlignedDecoder:
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as e:
-                    # A damaged packet fails with whatever code the codec picks (EINVAL, EPERM, AVERROR_INVALIDDATA...).
-                    # Skip it, as the ffmpeg CLI does, and count it in the result; running out of memory is fatal.
+                    # A damaged packet fails with whatever code the codec picks (EINVAL, EPERM, INVALIDDATA...):
+                    # skip it, as the ffmpeg CLI does, and count it in the result. Running out of memory is fatal.
                     if isinstance(e, av.error.MemoryError):
                         raise
                     self.corrupt_packets += 1
@@ -270,4 +270,3 @@ def quarter_yuv(frame: av.VideoFrame) -> np.ndarray:
     detector and the scorers look at, in one small array per frame.
     """
     return np.stack((plane(frame, 0)[::4, ::4], plane(frame, 1)[::2, ::2], plane(frame, 2)[::2, ::2]))
-

@@ -24,6 +24,7 @@ from .sandbox import Sandbox, SourceFailure
 from .scorers import build_scorers
 from .scorers.base import ClipSignals
 
+
 def probe_source(uri: str) -> ProbeInfo:
     """Headers only: fast, and bounded separately so a file that blocks on open fails quickly."""
     with open_container(uri) as container:
