@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
@@ -101,8 +102,10 @@ def exit_after(code: int) -> None:
     """Leave without interpreter teardown once the work is done and reported.
 
     The local runner's gRPC threads can abort the process at teardown ("terminate called without an active
-    exception", exit 134) after a fully successful run; exiting directly keeps the real exit status.
+    exception", exit 134) after a fully successful run; exiting directly keeps the real exit status. The exit
+    handlers still run first: Beam's stop the job servers it started (a Prism runner process, for one).
     """
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -32,8 +32,12 @@ def main(argv: list[str] | None = None) -> int:
          "--workers", str(args.workers)]
     )
     if code == 0:
+        shards = sorted(Path(output, "shards").glob("*.tar"))
         print(f"\ninspect it again with: .venv/bin/avcurate inspect {output}")
-        print(f"train on it with:      avcurate.loader.make_loader('{output}/shards/clips-{{000000..000000}}.tar')")
+        if shards:
+            first, last = (s.stem.rsplit("-", 1) for s in (shards[0], shards[-1]))
+            url = f"{output}/shards/{first[0]}-{{{first[1]}..{last[1]}}}.tar"
+            print(f"train on it with:      avcurate.loader.make_loader('{url}')")
     return code
 
 

@@ -20,7 +20,20 @@ import webdataset as wds
 
 from avcurate import schemas
 from avcurate.model import FAILED, KEPT, REJECTED, Clip, ClipScores, ProbeInfo, Source, SourceResult
-from avcurate.writers import index_table, ledger_table, plan_shards, with_shards, write_shard, write_table
+from avcurate.writers import (
+    index_batch,
+    index_table,
+    ledger_batch,
+    ledger_table,
+    merge_index,
+    merge_ledger,
+    plan_layout,
+    plan_shards,
+    shard_entry,
+    with_shards,
+    write_shard,
+    write_table,
+)
 from avcurate.writers import shards
 from avcurate.writers.shards import SAFE_KEY, ShardPlan
 
@@ -154,6 +167,28 @@ def test_odd_uris_give_safe_keys(real_clips: list[Clip]) -> None:
     for clip in real_clips:
         assert SAFE_KEY.fullmatch(clip.key)
         assert "." not in clip.key and "/" not in clip.key
+
+
+def test_layout_routes_clips_as_the_in_memory_plan_does(real_clips: list[Clip]) -> None:
+    """What the Beam layer does (entries -> layout -> place -> group -> plan per shard), clip by clip."""
+    clips = with_staged(synthetic(7, mp4_bytes=20000)) + real_clips
+    plans = plan_shards(clips, prefix="clips", max_clips=3, max_bytes=51200)
+    kept = [c for c in clips if c.status == KEPT]
+    entries = [pickle.loads(pickle.dumps(shard_entry(c, "clips"))) for c in reversed(kept)]
+    assert all(len(pickle.dumps(e)) < 200 for e in entries)  # what the planning worker holds per clip
+    layout = plan_layout(entries, prefix="clips", max_clips=3, max_bytes=51200)
+    assert len(layout.first_keys) == len(plans) > 2
+
+    groups: dict[int, list[Clip]] = {}
+    for clip in kept:  # arrival order is whatever the runner makes it
+        placed = layout.place(clip)
+        assert placed.shard == with_shards([clip], plans)[0].shard
+        groups.setdefault(layout.index_of(clip.key), []).append(clip)
+    assert [layout.plan(i, reversed(groups[i])) for i in sorted(groups)] == plans
+    with pytest.raises(ValueError, match="elsewhere"):  # a clip routed to the wrong shard is caught
+        layout.plan(0, groups[0][:-1] + groups[1][:1])
+    with pytest.raises(ValueError, match="elsewhere"):  # and so is a shard missing a clip
+        layout.plan(1, groups[1][1:])
 
 
 # --- shards -----------------------------------------------------------------------------------------------
@@ -301,9 +336,13 @@ def test_ledger_table(real_clips: list[Clip], tmp_path: Path) -> None:
 
 def test_tables_are_byte_identical_and_atomic(real_clips: list[Clip], tmp_path: Path) -> None:
     clips, results = sources_and_results(real_clips)
+    # Beam builds the tables from batches of rows made in parallel, in whatever grouping and order it likes.
+    index_batches = [index_batch(clips[i : i + 2]) for i in reversed(range(0, len(clips), 2))]
+    ledger_batches = [ledger_batch(results[i : i + 3]) for i in reversed(range(0, len(results), 3))]
+    assert len(index_batches) > 1 and len(ledger_batches) > 1
     for name, table, shuffled in [
-        ("index.parquet", index_table(clips), index_table(list(reversed(clips)))),
-        ("ledger.parquet", ledger_table(results), ledger_table(list(reversed(results)))),
+        ("index.parquet", index_table(clips), merge_index(index_batches)),
+        ("ledger.parquet", ledger_table(results), merge_ledger(pickle.loads(pickle.dumps(ledger_batches)))),
     ]:
         write_table(table, str(tmp_path / "a" / name))
         write_table(shuffled, str(tmp_path / "b" / name))

@@ -13,10 +13,11 @@ from ..fsutil import delete_tree
 from ..model import FAILED, KEPT, Clip, Source, SourceResult
 from ..process import curate_source
 from ..sandbox import Sandbox
-from ..writers.shards import ShardInfo, ShardPlan, plan_shards, with_shards, write_shard
-from ..writers.tables import index_table, ledger_table, write_table
+from ..writers.shards import ShardInfo, ShardLayout, plan_layout, shard_entry, write_shard
+from ..writers.tables import index_batch, ledger_batch, merge_index, merge_ledger, write_table
 
 NAMESPACE = "avcurate"
+_ROWS_PER_BATCH = 2000
 
 
 class _CurateSourceFn(beam.DoFn):
@@ -66,37 +67,59 @@ class CurateSources(beam.PTransform):
         return sources | "Spread" >> beam.Reshuffle() | "Curate" >> beam.ParDo(_CurateSourceFn(self.cfg, self.staging_dir))
 
 
-def _plan(results: list[SourceResult], cfg: Config) -> tuple[list[ShardPlan], list[Clip]]:
-    clips = [clip for result in results for clip in result.clips]
-    plans = plan_shards(
-        clips,
-        prefix=cfg.output.shard_prefix,
-        max_clips=cfg.output.shard_max_clips,
-        max_bytes=cfg.output.shard_max_bytes,
-    )
-    return plans, with_shards(clips, plans)
-
-
 class WriteOutputs(beam.PTransform):
-    """Shards (planned globally for determinism, written in parallel), the index and the ledger."""
+    """Shards, the index and the ledger, byte-identical whatever the scheduling.
+
+    One worker sees each kept clip's planning entry (its key and sizes, about 100 bytes) and plans the shards as
+    consecutive key ranges; every worker gets that plan as a side input, clips travel to their shard by key,
+    and the shards are written in parallel. The index and the ledger are single Parquet files, so their rows
+    do meet on one worker, as Arrow batches built in parallel.
+    """
 
     def __init__(self, cfg: Config, output_dir: str, staging_dir: str) -> None:
         super().__init__()
         self.cfg, self.output_dir, self.staging_dir = cfg, output_dir.rstrip("/"), staging_dir
 
     def expand(self, results: Any) -> Any:
-        cfg, out = self.cfg, self.output_dir
-        everything = results | "AllResults" >> beam.combiners.ToList()
-        planned = everything | "PlanShards" >> beam.Map(_plan, cfg)
+        out, shards_cfg = self.output_dir, self.cfg.output
+        prefix = shards_cfg.shard_prefix
+        kept = results | "Kept" >> beam.FlatMap(lambda r: [c for c in r.clips if c.status == KEPT])
+        layout = beam.pvalue.AsSingleton(
+            kept
+            | "ShardEntries" >> beam.Map(shard_entry, prefix)
+            | "AllEntries" >> beam.combiners.ToList()
+            | "PlanShards"
+            >> beam.Map(
+                lambda entries: plan_layout(
+                    entries, prefix=prefix, max_clips=shards_cfg.shard_max_clips, max_bytes=shards_cfg.shard_max_bytes
+                )
+            )
+        )
+        placed = kept | "Place" >> beam.Map(lambda clip, layout_: layout_.place(clip), layout)
         shard_infos = (
-            planned
-            | "ShardPlans" >> beam.FlatMap(lambda planned_: planned_[0])
-            | "SpreadShards" >> beam.Reshuffle()
-            | "WriteShard" >> beam.Map(write_shard, f"{out}/shards")
+            placed
+            | "ByShard" >> beam.Map(lambda clip, layout_: (layout_.index_of(clip.key), clip), layout)
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShard" >> beam.Map(_write_shard, layout, f"{out}/shards")
             | "AllShards" >> beam.combiners.ToList()
         )
-        index = planned | "WriteIndex" >> beam.Map(lambda p: write_table(index_table(p[1]), f"{out}/index.parquet"))
-        ledger = everything | "WriteLedger" >> beam.Map(lambda r: write_table(ledger_table(r), f"{out}/ledger.parquet"))
+        others = results | "NotKept" >> beam.FlatMap(lambda r: [c for c in r.clips if c.status != KEPT])
+        # Rows travel to the one writer as columnar batches: a few hundred bytes a row instead of several KB.
+        index = (
+            (placed, others)
+            | "AllClips" >> beam.Flatten()
+            | "BatchClips" >> beam.BatchElements(max_batch_size=_ROWS_PER_BATCH)
+            | "IndexBatches" >> beam.Map(index_batch)
+            | "AllIndexBatches" >> beam.combiners.ToList()
+            | "WriteIndex" >> beam.Map(lambda batches: write_table(merge_index(batches), f"{out}/index.parquet"))
+        )
+        ledger = (
+            results
+            | "BatchResults" >> beam.BatchElements(max_batch_size=_ROWS_PER_BATCH)
+            | "LedgerBatches" >> beam.Map(ledger_batch)
+            | "AllLedgerBatches" >> beam.combiners.ToList()
+            | "WriteLedger" >> beam.Map(lambda batches: write_table(merge_ledger(batches), f"{out}/ledger.parquet"))
+        )
         # Staged clips are removed only once every shard is written.
         return (
             shard_infos
@@ -108,6 +131,11 @@ class WriteOutputs(beam.PTransform):
                 ledger_done=beam.pvalue.AsSingleton(ledger),
             )
         )
+
+
+def _write_shard(shard: tuple[int, Iterable[Clip]], layout: ShardLayout, shards_dir: str) -> ShardInfo:
+    index, clips = shard
+    return write_shard(layout.plan(index, clips), shards_dir)
 
 
 def _cleanup(infos: Iterable[ShardInfo], staging_dir: str, index_done: Any, ledger_done: Any) -> list[ShardInfo]:

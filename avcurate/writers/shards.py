@@ -7,13 +7,14 @@ Writes go through Beam's FileSystems, so shards can land on local disk, `gs://` 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import json
 import re
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -50,6 +51,43 @@ class ShardInfo:
     sha256: str
 
 
+@dataclass(frozen=True, slots=True)
+class ShardEntry:
+    """What planning needs of one kept clip: a few dozen bytes, so a whole run's entries fit one worker."""
+
+    key: str
+    mp4_bytes: int
+    json_bytes: int  # its json member when the shard is shard_name(prefix, 0); names differ only in digits
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """Which kept clips go to which shard: consecutive key ranges, in key order, numbered from 0."""
+
+    prefix: str
+    first_keys: tuple[str, ...]  # of each shard, ascending
+    n_clips: tuple[int, ...]
+    n_bytes: tuple[int, ...]  # each tar's exact size
+
+    def index_of(self, key: str) -> int:
+        at = bisect.bisect_right(self.first_keys, key) - 1
+        if at < 0:
+            raise KeyError(f"clip key {key!r} sorts before every planned shard: it was not planned")
+        return at
+
+    def place(self, clip: Clip) -> Clip:
+        """A copy of the kept `clip` naming its shard (Beam forbids mutating the input)."""
+        return dataclasses.replace(clip, shard=shard_name(self.prefix, self.index_of(clip.key)))
+
+    def plan(self, index: int, clips: Iterable[Clip]) -> ShardPlan:
+        """Shard `index` with its clips (copies naming it) in key order, whatever order they arrive in."""
+        name = shard_name(self.prefix, index)
+        ordered = sorted((dataclasses.replace(c, shard=name) for c in clips), key=lambda c: c.key)
+        if len(ordered) != self.n_clips[index] or any(self.index_of(c.key) != index for c in ordered):
+            raise ValueError(f"shard {name} was given clips that the plan put elsewhere")
+        return ShardPlan(name, ordered, self.n_bytes[index])
+
+
 def shard_name(prefix: str, index: int) -> str:
     return f"{prefix}-{index:06d}.tar"
 
@@ -62,31 +100,62 @@ def sample_json(clip: Clip, shard: str) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
-def plan_shards(clips: list[Clip], *, prefix: str, max_clips: int, max_bytes: int) -> list[ShardPlan]:
-    """Assign the kept clips, in key order, to consecutive shards under both caps.
+def shard_entry(clip: Clip, prefix: str) -> ShardEntry:
+    """The planning entry of a kept clip; refuses clips that cannot be written."""
+    if not SAFE_KEY.fullmatch(clip.key):
+        raise ValueError(f"clip key {clip.key!r} is not tar/WebDataset-safe (letters, digits, '-', '_')")
+    if clip.staged_path is None:
+        raise ValueError(f"kept clip {clip.key} has no staged_path to write")
+    return ShardEntry(clip.key, clip.mp4_bytes, len(sample_json(clip, shard_name(prefix, 0))))
 
-    A clip too large for `max_bytes` on its own still gets a shard, alone. Rejected clips are ignored.
+
+def plan_layout(entries: Iterable[ShardEntry], *, prefix: str, max_clips: int, max_bytes: int) -> ShardLayout:
+    """Fill shards with the clips in key order, each under both caps.
+
+    A clip too large for `max_bytes` on its own still gets a shard, alone.
     """
     if max_clips < 1 or max_bytes < 1:
         raise ValueError(f"shard caps must be positive, got max_clips={max_clips}, max_bytes={max_bytes}")
-    kept = sorted((c for c in clips if c.status == KEPT), key=lambda c: c.key)
-    _check_writable(kept)
-    plans: list[ShardPlan] = []
-    members: list[Clip] = []
+    base_name = len(shard_name(prefix, 0))
+
+    def members_bytes(entry: ShardEntry, shard: int) -> int:
+        """The entry's two members in the tar: a header block each plus block-padded data."""
+        json_bytes = entry.json_bytes + len(shard_name(prefix, shard)) - base_name
+        return 2 * BLOCK + _padded(entry.mp4_bytes) + _padded(json_bytes)
+
+    first_keys: list[str] = []
+    counts: list[int] = []
+    sizes: list[int] = []
     payload = 0  # bytes of the current shard's members, without the end-of-archive padding
-    for clip in kept:
-        name = shard_name(prefix, len(plans))
-        size = _members_size(clip, name)
-        if members and (len(members) >= max_clips or _tar_size(payload + size) > max_bytes):
-            plans.append(ShardPlan(name, members, _tar_size(payload)))
-            members, payload = [], 0
-            name = shard_name(prefix, len(plans))
-            size = _members_size(clip, name)  # the json member names the shard, so re-measure it
-        members.append(dataclasses.replace(clip, shard=name))
+    previous: str | None = None
+    for entry in sorted(entries, key=lambda e: e.key):
+        if entry.key == previous:
+            raise ValueError(f"duplicate clip key {entry.key!r}: two samples would merge in WebDataset")
+        previous = entry.key
+        size = members_bytes(entry, len(first_keys) - 1) if first_keys else 0
+        if not first_keys or counts[-1] >= max_clips or _tar_size(payload + size) > max_bytes:
+            if first_keys:
+                sizes.append(_tar_size(payload))
+            first_keys.append(entry.key)
+            counts.append(0)
+            payload = 0
+            size = members_bytes(entry, len(first_keys) - 1)
+        counts[-1] += 1
         payload += size
-    if members:
-        plans.append(ShardPlan(shard_name(prefix, len(plans)), members, _tar_size(payload)))
-    return plans
+    if first_keys:
+        sizes.append(_tar_size(payload))
+    return ShardLayout(prefix, tuple(first_keys), tuple(counts), tuple(sizes))
+
+
+def plan_shards(clips: list[Clip], *, prefix: str, max_clips: int, max_bytes: int) -> list[ShardPlan]:
+    """In one process: the layout of the kept clips, with each shard's clips. Rejected clips are ignored."""
+    kept = [c for c in clips if c.status == KEPT]
+    layout = plan_layout((shard_entry(c, prefix) for c in kept), prefix=prefix, max_clips=max_clips,
+                         max_bytes=max_bytes)  # fmt: skip
+    members: dict[int, list[Clip]] = {}
+    for clip in kept:
+        members.setdefault(layout.index_of(clip.key), []).append(clip)
+    return [layout.plan(index, members[index]) for index in sorted(members)]
 
 
 def with_shards(clips: list[Clip], plans: list[ShardPlan]) -> list[Clip]:
@@ -162,7 +231,7 @@ def _discard(raw: BinaryIO, tmp: str) -> None:
 
 
 def _add_clip(tar: tarfile.TarFile, clip: Clip, shard: str) -> None:
-    assert clip.staged_path is not None  # plan_shards checked it
+    assert clip.staged_path is not None  # shard_entry checked it
     with FileSystems.open(clip.staged_path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
         # addfile copies exactly `size` bytes in small chunks and fails if the file is shorter.
         tar.addfile(_tarinfo(f"{clip.key}.mp4", clip.mp4_bytes), src)
@@ -196,25 +265,8 @@ class _BytesReader:
         return bytes(chunk)
 
 
-def _check_writable(kept: list[Clip]) -> None:
-    seen: set[str] = set()
-    for clip in kept:
-        if not SAFE_KEY.fullmatch(clip.key):
-            raise ValueError(f"clip key {clip.key!r} is not tar/WebDataset-safe (letters, digits, '-', '_')")
-        if clip.key in seen:
-            raise ValueError(f"duplicate clip key {clip.key!r}: two samples would merge in WebDataset")
-        if clip.staged_path is None:
-            raise ValueError(f"kept clip {clip.key} has no staged_path to write")
-        seen.add(clip.key)
-
-
 def _padded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
-
-
-def _members_size(clip: Clip, shard: str) -> int:
-    """Bytes the clip's two members take in the tar: a header block each plus block-padded data."""
-    return 2 * BLOCK + _padded(clip.mp4_bytes) + _padded(len(sample_json(clip, shard)))
 
 
 def _tar_size(payload: int) -> int:

@@ -133,7 +133,7 @@ def _check_shard(clip: Clip) -> None:
     if (clip.status == KEPT) != (clip.shard is not None):
         raise ValueError(
             f"clip {clip.key} is {clip.status} with shard {clip.shard!r}: kept clips need their shard, others none;"
-            " index the clips returned by avcurate.writers.with_shards(clips, plans)"
+            " name it with ShardLayout.place(clip), or index the clips with_shards(clips, plans) returns"
         )
 
 
@@ -156,13 +156,31 @@ def ledger_row(result: SourceResult) -> dict[str, Any]:
 
 def index_table(clips: list[Clip]) -> pa.Table:
     """One row per clip, kept or rejected, sorted by key."""
-    return _table([index_row(c) for c in sorted(clips, key=lambda c: c.key)], INDEX_SCHEMA)
+    return merge_index([index_batch(clips)])
+
+
+def index_batch(clips: list[Clip]) -> pa.Table:
+    """Index rows of some of the clips, in any order: Beam builds these in parallel, columnar (a few hundred
+    bytes a row, where a row dict takes several KB), for `merge_index` to put together on one worker."""
+    return _table([index_row(c) for c in clips], INDEX_SCHEMA)
+
+
+def merge_index(batches: list[pa.Table]) -> pa.Table:
+    return _merge(batches, INDEX_SCHEMA, ["key"])
 
 
 def ledger_table(results: list[SourceResult]) -> pa.Table:
     """One row per input, sorted by URI then source id."""
-    ordered = sorted(results, key=lambda r: (r.source.uri, r.source.source_id))
-    return _table([ledger_row(r) for r in ordered], LEDGER_SCHEMA)
+    return merge_ledger([ledger_batch(results)])
+
+
+def ledger_batch(results: list[SourceResult]) -> pa.Table:
+    """Ledger rows of some of the inputs, in any order (see `index_batch`)."""
+    return _table([ledger_row(r) for r in results], LEDGER_SCHEMA)
+
+
+def merge_ledger(batches: list[pa.Table]) -> pa.Table:
+    return _merge(batches, LEDGER_SCHEMA, ["uri", "source_id"])
 
 
 def write_table(table: pa.Table, path: str) -> None:
@@ -173,6 +191,12 @@ def write_table(table: pa.Table, path: str) -> None:
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _merge(batches: list[pa.Table], schema: pa.Schema, keys: list[str]) -> pa.Table:
+    """The batches as one table in a canonical order, so the file does not depend on how rows were batched."""
+    table = pa.concat_tables(batches) if batches else schema.empty_table()
+    return table.sort_by([(key, "ascending") for key in keys]).combine_chunks()
 
 
 def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
