@@ -10,7 +10,9 @@ import os
 import sys
 from typing import Sequence
 
+from apache_beam.io.filesystems import FileSystems
 
+from .beam.pipeline import pipeline_options, run
 from .config import Config, ConfigError
 from .fsutil import delete_tree, is_local
 from .ingest import IngestError, expand_inputs
@@ -59,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = summarize(args.output)
         print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
         return 0
+    # Listing inputs and checking the output happen before the pipeline exists: give Beam's FileSystems its
+    # options now (an S3 endpoint and keys, a GCP project, ...).
+    FileSystems.set_options(pipeline_options(args.runner, args.workers, beam_args))
     try:
         cfg = Config.load(args.config)
         sources = expand_inputs(args.input)
@@ -68,8 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = args.output.rstrip("/")
     if not _prepare_output(output, args.overwrite):
         return 2
-    from .beam.pipeline import run  # Beam is imported only when a pipeline runs
-
     report = run(sources, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args)
     summary = summarize(output)
     if args.json:
@@ -80,8 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _prepare_output(output: str, overwrite: bool) -> bool:
-    from apache_beam.io.filesystems import FileSystems
-
     previous = [p for p in ("index.parquet", "ledger.parquet", "shards") if FileSystems.exists(f"{output}/{p}")]
     if previous and not overwrite:
         print(f"avcurate: {output} already holds a run ({', '.join(previous)}); pass --overwrite or pick another "

@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
+
+# Beam configures its FileSystems (an S3 endpoint and keys, a GCP project, ...) from the pipeline options, in its
+# own processes only. Elsewhere (a sandboxed decoder, a training loader) they come from this variable: JSON such
+# as {"s3_endpoint_url": "http://minio:9000"}; the decoders get their worker's options through it.
+OPTIONS_ENV = "AVCURATE_FILESYSTEM_OPTIONS"
+_configured = False
+
+
+def filesystems() -> Any:
+    """Beam's FileSystems, imported on first use (the import is slow, and local-only runs of a decoder skip it)."""
+    global _configured
+    from apache_beam.io.filesystems import FileSystems
+
+    if not _configured:
+        _configured = True
+        if getattr(FileSystems, "_pipeline_options", None) is None:  # not in a Beam process: configure it here
+            from apache_beam.options.pipeline_options import PipelineOptions
+
+            options = json.loads(os.environ.get(OPTIONS_ENV) or "{}")
+            FileSystems.set_options(PipelineOptions.from_dictionary(options))  # S3 needs options, even empty ones
+    return FileSystems
 
 
 def is_local(path: str) -> bool:
@@ -23,9 +46,7 @@ def write_bytes(path: str, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, path)
         return
-    from apache_beam.io.filesystems import FileSystems  # Beam's import is slow; local runs of the decoder skip it
-
-    with FileSystems.create(path) as f:  # object stores publish an object only when its upload completes
+    with filesystems().create(path) as f:  # object stores publish an object only when its upload completes
         f.write(data)
 
 
@@ -35,8 +56,7 @@ def delete_tree(path: str) -> None:
 
         shutil.rmtree(path, ignore_errors=True)
         return
-    from apache_beam.io.filesystems import FileSystems
-
-    matches = FileSystems.match([path.rstrip("/") + "/**"])[0].metadata_list
+    fs = filesystems()
+    matches = fs.match([path.rstrip("/") + "/**"])[0].metadata_list
     if matches:
-        FileSystems.delete([m.path for m in matches])
+        fs.delete([m.path for m in matches])

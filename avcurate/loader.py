@@ -2,7 +2,8 @@
 
 A shard is a plain tar whose samples are `{key}.mp4` + `{key}.json` (see `Clip.metadata()`). Shards are
 read as streams, one member at a time, so a shard is never held in memory whole; remote URLs (`gs://`,
-`s3://`, ...) go through Beam's `FileSystems`, imported only when one is used.
+`s3://`, ...) go through Beam's `FileSystems`, imported only when one is used and configured from the
+`AVCURATE_FILESYSTEM_OPTIONS` environment variable (JSON pipeline options, e.g. an `s3_endpoint_url`).
 
 Every sample comes out as a dict:
 
@@ -41,6 +42,8 @@ import av
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .fsutil import filesystems
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +123,7 @@ class _Raw:
 
 def _open(url: str) -> IO[bytes]:
     if "://" in url and not url.startswith("file://"):
-        from apache_beam.io.filesystems import FileSystems  # Beam only for remote shards
-
-        return FileSystems.open(url)
+        return filesystems().open(url)  # Beam is imported only for remote shards
     return open(url.removeprefix("file://"), "rb")
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import av
 
+from .fsutil import filesystems
 from .model import ProbeInfo
 
 
@@ -27,18 +28,26 @@ class NotFoundError(MediaError):
 def open_container(uri: str) -> Any:
     """Open a local path or any Beam filesystem URI (gs://, s3://, ...) with PyAV."""
     if "://" in uri and not uri.startswith("file://"):
-        from apache_beam.io.filesystems import FileSystems
-
-        if not FileSystems.exists(uri):
+        fs = filesystems()
+        if not fs.exists(uri):
             raise NotFoundError(f"{uri} does not exist (check the path and your credentials for its filesystem)")
-        return av.open(FileSystems.open(uri, compression_type="uncompressed"), mode="r")
+        if fs.get_filesystem(uri).metadata(uri).size_in_bytes == 0:
+            raise ProbeError(_EMPTY)
+        return _open_av(fs.open(uri, compression_type="uncompressed"))
     path = uri[len("file://") :] if uri.startswith("file://") else uri
     if not os.path.exists(path):
         raise NotFoundError(f"{path} does not exist")
     if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise ProbeError("the file is empty (0 bytes); re-download or re-export it")
+        raise ProbeError(_EMPTY)
+    return _open_av(path)
+
+
+_EMPTY = "the file is empty (0 bytes); re-download or re-export it"
+
+
+def _open_av(source: Any) -> Any:
     try:
-        return av.open(path, mode="r")
+        return av.open(source, mode="r")
     except (av.error.InvalidDataError, av.error.FFmpegError) as e:
         raise ProbeError(
             f"not a readable media container ({e.__class__.__name__}: {_ffmpeg_message(e)}); the file is "

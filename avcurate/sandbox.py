@@ -8,6 +8,7 @@ replaced after a timeout or a crash, and the source that caused it is reported a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import resource
@@ -19,6 +20,7 @@ import traceback
 import weakref
 from typing import Any, BinaryIO, Callable
 
+from .fsutil import OPTIONS_ENV
 from .probe import MediaError
 
 
@@ -79,8 +81,10 @@ def _reap(process: subprocess.Popen[bytes]) -> None:
 
 
 class Sandbox:
-    def __init__(self, memory_limit_mb: int) -> None:
+    def __init__(self, memory_limit_mb: int, filesystem_options: dict[str, Any] | None = None) -> None:
+        """`filesystem_options`: the pipeline options, for Beam's FileSystems in the child (remote sources)."""
         self.memory_limit_mb = memory_limit_mb
+        self.filesystem_options = filesystem_options
         self._process: subprocess.Popen[bytes] | None = None
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout_s: float, what: str = "decoding") -> Any:
@@ -120,10 +124,14 @@ class Sandbox:
             return
         # A fresh interpreter (not fork: Beam workers hold threads; not multiprocessing's spawn: it would
         # re-run the caller's __main__).
+        env = dict(os.environ)
+        if self.filesystem_options:
+            env[OPTIONS_ENV] = json.dumps(self.filesystem_options, default=str)
         self._process = subprocess.Popen(
             [sys.executable, "-c", f"from avcurate.sandbox import _serve; _serve({self.memory_limit_mb})"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env=env,
         )
         # Reap the child even if the owner is never closed (Beam does not always call teardown): an orphan
         # would outlive the worker and its CPU time would be lost to accounting.

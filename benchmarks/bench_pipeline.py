@@ -824,8 +824,8 @@ class Bench:
                     lines.append(row(f"avcurate run --workers {w}", x["cpu_s_per_media_min"], x["cpu_s_per_media_min_net"],
                                      x.get("ratio_net", "-"), x["startup_cpu_s"]))
                     lines.append(row("  ratio (net) per round", "", "", str(x["ratio_net_rounds"]), ""))
-                    lines.append(row(f"  rusage vs polled (s)", "", "", str(x["cpu_rusage_s"]), str(x["cpu_polled_s"])))
-                    lines.append(row(f"  by process role (s)", "", "", "", ""))
+                    lines.append(row("  rusage vs polled (s)", "", "", str(x["cpu_rusage_s"]), str(x["cpu_polled_s"])))
+                    lines.append(row("  by process role (s)", "", "", "", ""))
                     for role, v in x["by_role"].items():
                         lines.append(row(f"    {role} x{v['count']}", "", "", "", v["cpu_s"]))
         if "scaling" in r:

@@ -23,8 +23,8 @@ _ROWS_PER_BATCH = 2000
 class _CurateSourceFn(beam.DoFn):
     """Decode, cut, score, filter and stage one source. One sandboxed decoder process per worker."""
 
-    def __init__(self, cfg: Config, staging_dir: str) -> None:
-        self.cfg, self.staging_dir = cfg, staging_dir
+    def __init__(self, cfg: Config, staging_dir: str, options: dict[str, Any]) -> None:
+        self.cfg, self.staging_dir, self.options = cfg, staging_dir, options
         self.inputs = Metrics.counter(NAMESPACE, "inputs")
         self.failed = Metrics.counter(NAMESPACE, "inputs_failed")
         self.kept = Metrics.counter(NAMESPACE, "clips_kept")
@@ -32,7 +32,7 @@ class _CurateSourceFn(beam.DoFn):
         self.media_seconds = Metrics.counter(NAMESPACE, "media_ms")
 
     def setup(self) -> None:
-        self.sandbox = Sandbox(self.cfg.decode.memory_limit_mb)
+        self.sandbox = Sandbox(self.cfg.decode.memory_limit_mb, filesystem_options=self.options)
 
     def process(self, source: Source) -> Iterator[SourceResult]:
         result = curate_source(source, self.cfg, self.staging_dir, self.sandbox)
@@ -64,7 +64,10 @@ class CurateSources(beam.PTransform):
 
     def expand(self, sources: Any) -> Any:
         # The reshuffle spreads sources over workers (a Create alone would keep them in one bundle).
-        return sources | "Spread" >> beam.Reshuffle() | "Curate" >> beam.ParDo(_CurateSourceFn(self.cfg, self.staging_dir))
+        # The decoders get the pipeline's options for remote sources (an S3 endpoint and keys, ...).
+        options = sources.pipeline.options.get_all_options(drop_default=True)
+        curate = _CurateSourceFn(self.cfg, self.staging_dir, options)
+        return sources | "Spread" >> beam.Reshuffle() | "Curate" >> beam.ParDo(curate)
 
 
 class WriteOutputs(beam.PTransform):
