@@ -20,8 +20,11 @@ import traceback
 import weakref
 from typing import Any, BinaryIO, Callable
 
-from .fsutil import OPTIONS_ENV
+from .fsutil import OPTIONS_ENV, filesystems
 from .probe import MediaError
+
+
+_STARTUP_TIMEOUT_S = 120.0  # a fresh interpreter importing PyAV, numpy (and Beam, for remote sources)
 
 
 class SourceFailure(Exception):
@@ -57,6 +60,13 @@ def _serve(memory_limit_mb: int) -> None:
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     requests = os.fdopen(0, "rb")
+    # Imports (and Beam's FileSystems, for remote sources) before saying ready, so that no source's deadline
+    # pays for them.
+    import avcurate.process  # noqa: F401
+
+    if os.environ.get(OPTIONS_ENV):
+        filesystems()
+    _send(channel, ("ready", None))
     while True:
         try:
             fn, args = _receive(requests)
@@ -136,6 +146,17 @@ class Sandbox:
         # Reap the child even if the owner is never closed (Beam does not always call teardown): an orphan
         # would outlive the worker and its CPU time would be lost to accounting.
         weakref.finalize(self, _reap, self._process)
+        assert self._process.stdout is not None
+        ready, _, _ = select.select([self._process.stdout], [], [], _STARTUP_TIMEOUT_S)
+        try:
+            status, _ = _receive(self._process.stdout) if ready else ("silent", None)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            status = "died"
+        if status != "ready":
+            code = self._stop()
+            raise SourceFailure(
+                "crash", f"the decoder process did not start ({status}, exit code {code}); see the worker's log"
+            )
 
     def _stop(self) -> int | None:
         if self._process is None:

@@ -20,6 +20,7 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+import yaml
 from moto.server import ThreadedMotoServer
 
 from avcurate.model import FAILED, KEPT
@@ -46,7 +47,13 @@ def bucket_client(endpoint: str):  # noqa: ANN201 - boto3 clients have no import
 
 
 @pytest.fixture(scope="module")
-def remote_run(sample_set: SampleSet, endpoint: str) -> tuple[dict, list]:
+def remote_run(sample_set: SampleSet, endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list]:
+    # The demo's settings, with its short probe deadline (there for the FIFO, which is not uploaded) relaxed:
+    # a busy test machine and a Python S3 server are slow, and this test is about storage, not deadlines.
+    settings = yaml.safe_load(CONFIG.read_text())
+    settings["decode"].update(probe_timeout_s=60, timeout_s=120)
+    config = tmp_path_factory.mktemp("remote") / "remote.yaml"
+    config.write_text(yaml.safe_dump(settings))
     s3 = bucket_client(endpoint)
     s3.create_bucket(Bucket="raw")
     uploaded = [f for f in sample_set.files if f.path.is_file()]  # the FIFO cannot be uploaded
@@ -54,7 +61,7 @@ def remote_run(sample_set: SampleSet, endpoint: str) -> tuple[dict, list]:
         s3.upload_file(str(sample.path), "raw", f"videos/{sample.name}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     done = subprocess.run(
-        [sys.executable, "-m", "avcurate.cli", "run", "--config", str(CONFIG), "--json",
+        [sys.executable, "-m", "avcurate.cli", "run", "--config", str(config), "--json",
          "--input", "s3://raw/videos/", "--output", "s3://raw/curated/",
          f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
          "--s3_region_name=us-east-1"],
