@@ -8,6 +8,7 @@ replaced after a timeout or a crash, and the source that caused it is reported a
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import pickle
@@ -62,8 +63,7 @@ def _serve(memory_limit_mb: int) -> None:
     requests = os.fdopen(0, "rb")
     # Imports (and Beam's FileSystems, for remote sources) before saying ready, so that no source's deadline
     # pays for them.
-    import avcurate.process  # noqa: F401
-
+    importlib.import_module("avcurate.process")
     if os.environ.get(OPTIONS_ENV):
         filesystems()
     _send(channel, ("ready", None))
