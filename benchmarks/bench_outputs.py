@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     layout, plan_peak, plan_s = measure(
         lambda: plan_layout(entries, prefix=PREFIX, max_clips=1000, max_bytes=2 << 30)
     )
-    placed = [layout.place(c) if c.status == KEPT else c for c in clips]
+    placed = [layout.place(c)[1] if c.status == KEPT else c for c in clips]
     batches_wire = [pickle.dumps(index_batch(placed[i : i + BATCH])) for i in range(0, len(placed), BATCH)]
     batches, rows_peak, _ = measure(lambda: [pickle.loads(b) for b in batches_wire])
     _, table_peak, table_s = measure(lambda: merge_index(batches))

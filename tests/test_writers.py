@@ -181,9 +181,9 @@ def test_layout_routes_clips_as_the_in_memory_plan_does(real_clips: list[Clip]) 
 
     groups: dict[int, list[Clip]] = {}
     for clip in kept:  # arrival order is whatever the runner makes it
-        placed = layout.place(clip)
-        assert placed.shard == with_shards([clip], plans)[0].shard
-        groups.setdefault(layout.index_of(clip.key), []).append(clip)
+        index, placed = layout.place(clip)
+        assert placed.shard == with_shards([clip], plans)[0].shard == plans[index].name
+        groups.setdefault(index, []).append(placed)
     assert [layout.plan(i, reversed(groups[i])) for i in sorted(groups)] == plans
     with pytest.raises(ValueError, match="elsewhere"):  # a clip routed to the wrong shard is caught
         layout.plan(0, groups[0][:-1] + groups[1][:1])

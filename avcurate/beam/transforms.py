@@ -73,7 +73,7 @@ class CurateSources(beam.PTransform):
 class WriteOutputs(beam.PTransform):
     """Shards, the index and the ledger, byte-identical whatever the scheduling.
 
-    One worker sees each kept clip's planning entry (its key and sizes, about 100 bytes) and plans the shards as
+    One worker sees each kept clip's planning entry (its key and sizes, about 200 bytes) and plans the shards as
     consecutive key ranges; every worker gets that plan as a side input, clips travel to their shard by key,
     and the shards are written in parallel. The index and the ledger are single Parquet files, so their rows
     do meet on one worker, as Arrow batches built in parallel.
@@ -98,10 +98,10 @@ class WriteOutputs(beam.PTransform):
                 )
             )
         )
-        placed = kept | "Place" >> beam.Map(lambda clip, layout_: layout_.place(clip), layout)
+        by_shard = kept | "Place" >> beam.Map(lambda clip, layout_: layout_.place(clip), layout)
+        placed = by_shard | "Placed" >> beam.Values()
         shard_infos = (
-            placed
-            | "ByShard" >> beam.Map(lambda clip, layout_: (layout_.index_of(clip.key), clip), layout)
+            by_shard
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShard" >> beam.Map(_write_shard, layout, f"{out}/shards")
             | "AllShards" >> beam.combiners.ToList()

@@ -75,9 +75,10 @@ class ShardLayout:
             raise KeyError(f"clip key {key!r} sorts before every planned shard: it was not planned")
         return at
 
-    def place(self, clip: Clip) -> Clip:
-        """A copy of the kept `clip` naming its shard (Beam forbids mutating the input)."""
-        return dataclasses.replace(clip, shard=shard_name(self.prefix, self.index_of(clip.key)))
+    def place(self, clip: Clip) -> tuple[int, Clip]:
+        """The kept `clip`'s shard number, and a copy of it naming its shard (Beam forbids mutating the input)."""
+        index = self.index_of(clip.key)
+        return index, dataclasses.replace(clip, shard=shard_name(self.prefix, index))
 
     def plan(self, index: int, clips: Iterable[Clip]) -> ShardPlan:
         """Shard `index` with its clips (copies naming it) in key order, whatever order they arrive in."""
@@ -153,8 +154,8 @@ def plan_shards(clips: list[Clip], *, prefix: str, max_clips: int, max_bytes: in
     layout = plan_layout((shard_entry(c, prefix) for c in kept), prefix=prefix, max_clips=max_clips,
                          max_bytes=max_bytes)  # fmt: skip
     members: dict[int, list[Clip]] = {}
-    for clip in kept:
-        members.setdefault(layout.index_of(clip.key), []).append(clip)
+    for index, clip in map(layout.place, kept):
+        members.setdefault(index, []).append(clip)
     return [layout.plan(index, members[index]) for index in sorted(members)]
 
 
