@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from avcurate.beam.pipeline import pipeline_options
+from avcurate.beam.transforms import storage_options
 from avcurate.process import probe_source
 from avcurate.sandbox import Sandbox, SourceFailure
 
@@ -52,3 +55,24 @@ def test_media_errors_keep_their_kind(sandbox: Sandbox, tmp_path: Path) -> None:
     with pytest.raises(SourceFailure, match="does not exist") as failure:
         sandbox.call(probe_source, str(tmp_path / "missing.mp4"), timeout_s=30)
     assert failure.value.kind == "not_found"
+
+
+BEAM_LOADED = "'apache_beam' in __import__('sys').modules"
+
+
+def test_decoders_of_local_files_never_import_beam(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Beam costs a decoder seconds of CPU and over 1 GB of address space: only storage options bring it in."""
+    video = tmp_path / "v.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=d=1", "-f", "lavfi", "-i", "sine=d=1",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(video)], check=True)  # fmt: skip
+    assert sandbox.call(probe_source, str(video), timeout_s=30).has_audio
+    assert sandbox.call(eval, BEAM_LOADED, timeout_s=30) is False
+    # A local run has pipeline options, but none for storage: its decoders get nothing.
+    assert storage_options(pipeline_options("local", 2, [])) == {}
+    s3 = storage_options(pipeline_options("local", 2, ["--s3_endpoint_url=http://minio:9000", "--project=p"]))
+    assert s3 == {"s3_endpoint_url": "http://minio:9000", "project": "p"}
+    remote = Sandbox(memory_limit_mb=2048, filesystem_options=s3)
+    try:  # configured before it said ready, so no source's deadline pays for the import
+        assert remote.call(eval, BEAM_LOADED, timeout_s=30) is True
+    finally:
+        remote.close()

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import (
+    AzureOptions,
+    GoogleCloudOptions,
+    HadoopFileSystemOptions,
+    PipelineOptions,
+    S3Options,
+)
 
 from ..config import Config
 from ..filters import reason_name
@@ -55,6 +63,16 @@ class _CurateSourceFn(beam.DoFn):
         self.sandbox.close()
 
 
+def storage_options(options: PipelineOptions) -> dict[str, Any]:
+    """The options set for Beam's filesystems (S3, GCS, Azure, HDFS): what a sandboxed decoder needs to read
+    remote sources. Only these: with none set, a decoder of local files never imports Beam at all."""
+    parser = argparse.ArgumentParser()
+    for view in (S3Options, GoogleCloudOptions, AzureOptions, HadoopFileSystemOptions):
+        view._add_argparse_args(parser)  # the documented hook through which each view declares its options
+    names = set(vars(parser.parse_args([])))
+    return {k: v for k, v in options.get_all_options(drop_default=True).items() if k in names}
+
+
 class CurateSources(beam.PTransform):
     """PCollection[Source] -> PCollection[SourceResult]; kept clips are staged as MP4 under `staging_dir`."""
 
@@ -64,9 +82,7 @@ class CurateSources(beam.PTransform):
 
     def expand(self, sources: Any) -> Any:
         # The reshuffle spreads sources over workers (a Create alone would keep them in one bundle).
-        # The decoders get the pipeline's options for remote sources (an S3 endpoint and keys, ...).
-        options = sources.pipeline.options.get_all_options(drop_default=True)
-        curate = _CurateSourceFn(self.cfg, self.staging_dir, options)
+        curate = _CurateSourceFn(self.cfg, self.staging_dir, storage_options(sources.pipeline.options))
         return sources | "Spread" >> beam.Reshuffle() | "Curate" >> beam.ParDo(curate)
 
 
