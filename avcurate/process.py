@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,7 +108,7 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
         result.note = f"{short_pieces} piece(s) shorter than {cfg.clips.min_s:g} s dropped"
     if not result.clips and result.note is None:
         result.note = "no clip"
-    _filter_and_stage(result, cfg, staging_dir, audio_path)
+    _filter_and_stage(result, cfg, staging_dir, audio_path, decoder.sample_boundary)
     if decoder.corrupt_packets:
         result.note = "; ".join(filter(None, [result.note, f"{decoder.corrupt_packets} corrupt packet(s) skipped"]))
     return result
@@ -137,8 +138,13 @@ def _make_clip(
     )
 
 
-def _filter_and_stage(result: SourceResult, cfg: Config, staging_dir: str, audio_path: str) -> None:
-    """Decide the source's sync correction, filter every clip, mux and stage the kept ones."""
+def _filter_and_stage(
+    result: SourceResult, cfg: Config, staging_dir: str, audio_path: str, sample_boundary: Callable[[int], int]
+) -> None:
+    """Decide the source's sync correction, filter every clip, mux and stage the kept ones.
+
+    `sample_boundary(n)` is the decoder's own: where frame n's audio starts on the scratch timeline.
+    """
     result.sync_correction_ms = source_sync_correction(result.clips, cfg.sync_correction)
     channels, rate = cfg.decode.channels, cfg.decode.sample_rate
     for clip in result.clips:
@@ -147,7 +153,7 @@ def _filter_and_stage(result: SourceResult, cfg: Config, staging_dir: str, audio
         video_path, clip.staged_path = clip.staged_path, None
         if clip.status == KEPT:
             # The clip's samples are those of its frames (as the decoder paired them), moved by the correction.
-            first, last = (round(i * rate / clip.fps) for i in (clip.clip_index, clip.clip_index + clip.n_frames))
+            first, last = sample_boundary(clip.clip_index), sample_boundary(clip.clip_index + clip.n_frames)
             shift = round(clip.sync_correction_ms * rate / 1000.0)
             audio = _read_samples(audio_path, first + shift, last + shift, channels)
             data = mux_clip(video_path, audio.T, rate, cfg.encode)
