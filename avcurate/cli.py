@@ -12,7 +12,7 @@ from typing import Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
-from .beam.pipeline import pipeline_options, run
+from .beam.pipeline import LOCAL, pipeline_options, run
 from .config import Config, ConfigError
 from .fsutil import delete_tree, is_local
 from .ingest import IngestError, expand_inputs
@@ -74,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not _prepare_output(output, args.overwrite):
         return 2
     report = run(sources, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args)
+    if args.runner != LOCAL:
+        # Beam stops the job servers it started (a Prism runner process, for one) in exit handlers, which
+        # exit_after skips; the local runner starts none.
+        atexit._run_exitfuncs()
     summary = summarize(output)
     if args.json:
         print(json.dumps({**summary, "wall_s": round(report.wall_s, 2), "counters": report.counters}, indent=2))
@@ -103,10 +107,8 @@ def exit_after(code: int) -> None:
     """Leave without interpreter teardown once the work is done and reported.
 
     The local runner's gRPC threads can abort the process at teardown ("terminate called without an active
-    exception", exit 134) after a fully successful run; exiting directly keeps the real exit status. The exit
-    handlers still run first: Beam's stop the job servers it started (a Prism runner process, for one).
+    exception", exit 134) after a fully successful run; exiting directly keeps the real exit status.
     """
-    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
