@@ -37,16 +37,19 @@ class ClipConfig:
     max_s: float = 10.0
 
 
-SHOT_DETECTORS = ("content", "adaptive", "histogram", "transnetv2")
+SHOT_DETECTORS = ("adaptive", "content", "histogram", "transnetv2")
 
 
 @dataclass(frozen=True)
 class ShotConfig:
     """Which shot detector cuts the clips (`avcurate/shots/`), and its settings."""
 
-    detector: str = "content"  # PySceneDetect's content | adaptive | histogram, or transnetv2 (learned)
+    # PySceneDetect's adaptive | content | histogram, or transnetv2 (learned). Adaptive is the default: content's
+    # score averages hue, saturation and luma change, so a cut in black-and-white footage scores a third as high.
+    detector: str = "adaptive"
     threshold: float | None = None  # on the detector's own score; None: the detector's default
-    min_shot_s: float = 0.2  # PySceneDetect: a cut closer than this to the previous one is merged into it
+    min_shot_s: float = 0.2  # PySceneDetect: a cut closer than this to the previous one is ignored
+    dissolves: bool = True  # PySceneDetect detectors: also find dissolves and fades (avcurate/shots/dissolve.py)
     min_transition_frames: int = 3  # TransNetV2: a boundary this many frames long is a gradual transition
     weights: str | None = None  # TransNetV2: a state dict to load; None: the weights the package ships
     device: str = "auto"  # TransNetV2: cuda when there is one, else cpu

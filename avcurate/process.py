@@ -100,13 +100,18 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
             made.staged_path = clip.writer.path  # the video-only encode, until the final mux
             result.clips.append(made)
 
+        def note_cuts(found: list[Cut]) -> None:
+            for cut in found:  # two detectors may mark the same frame: the longer boundary wins
+                if cut.start not in cuts or cut.index > cuts[cut.start].index:
+                    cuts[cut.start] = cut
+
         def take(frame: AVFrame, yuv: np.ndarray) -> None:
             nonlocal current, skip_until, transition_frames
             cut = cuts.pop(frame.index, None)
             if cut is not None:
                 if current is not None:
                     close(cut.kind, frame.index, cut.score)
-                skip_until = cut.index
+                skip_until = max(skip_until, cut.index)
             if frame.index < skip_until:
                 transition_frames += 1
                 return
@@ -124,11 +129,11 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
                 audio_file.write(np.ascontiguousarray(frame.audio.T))
                 yuv = half_yuv(frame.video)
                 lookahead.append((frame, yuv))
-                cuts.update((cut.start, cut) for cut in detector.push(frame.index, yuv))
+                note_cuts(detector.push(frame.index, yuv))
                 while lookahead and lookahead[0][0].index < detector.settled:
                     take(*lookahead.popleft())
                 last_index = frame.index
-            cuts.update((cut.start, cut) for cut in detector.flush())
+            note_cuts(detector.flush())
             while lookahead:
                 take(*lookahead.popleft())
             if current is not None:

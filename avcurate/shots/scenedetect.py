@@ -13,6 +13,7 @@ from scenedetect.detector import FlashFilter
 
 from ..config import ShotConfig
 from .base import Cut
+from .dissolve import DissolveFinder
 
 # The library's own defaults, on the score each detector compares with its threshold.
 DEFAULT_THRESHOLDS = {"content": 27.0, "adaptive": 3.0, "histogram": 0.05}
@@ -31,7 +32,8 @@ class _Scores:
 
 
 class SceneDetectDetector:
-    """`content` (HSV change), `adaptive` (HSV change against its neighbours') or `histogram` (luma histogram)."""
+    """`content` (HSV change), `adaptive` (HSV change against its neighbours') or `histogram` (luma histogram),
+    with gradual transitions from `DissolveFinder` (`shots.dissolves`)."""
 
     def __init__(self, cfg: ShotConfig, fps: float) -> None:
         self.name = cfg.detector
@@ -57,10 +59,12 @@ class SceneDetectDetector:
         self._behind = max(self._detector.event_buffer_length, self._window)
         self._content: deque[tuple[int, float]] = deque(maxlen=2 * self._behind + 2 * self._window + 2)
         self._next = 0
+        self._dissolves = DissolveFinder() if cfg.dissolves else None
 
     @property
     def settled(self) -> int:
-        return max(self._next - self._behind, 0)
+        own = max(self._next - self._behind, 0)
+        return min(own, self._dissolves.settled) if self._dissolves else own
 
     def push(self, index: int, yuv: np.ndarray) -> list[Cut]:
         bgr = cv2.cvtColor(np.ascontiguousarray(yuv.transpose(1, 2, 0)), cv2.COLOR_YUV2BGR)
@@ -68,11 +72,12 @@ class SceneDetectDetector:
         if self._recorder is None:
             self._content.append((index, float(self._detector._frame_score or 0.0)))
         self._next = index + 1
-        return [Cut.hard(tc.frame_num, self._score(tc.frame_num)) for tc in cuts]
+        found = [Cut.hard(tc.frame_num, self._score(tc.frame_num)) for tc in cuts]
+        return found + self._dissolves.push(index, yuv) if self._dissolves else found
 
     def flush(self) -> list[Cut]:
         self._next += self._behind  # nothing is pending inside PySceneDetect's detectors at the end
-        return []
+        return self._dissolves.flush() if self._dissolves else []
 
     def _score(self, index: int) -> float:
         if self._recorder is not None:
