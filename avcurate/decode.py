@@ -1,10 +1,15 @@
 """Decode a source once: both streams, resampled to the targets, aligned by timestamps, streaming.
 
-The output timeline starts at the first video frame (t = 0). Output frame n shows time n / fps and
+The output timeline starts at the first video frame (t = 0). Output frame n stands for time n / fps and
 carries the audio samples of [n / fps, (n + 1) / fps). Audio that starts late is padded with silence,
-audio gaps are filled, overlaps are dropped; video is converted to a constant frame rate by
-picking the frame on screen at each output instant (variable frame rate sources included). Memory
-holds a few frames and the audio not yet paired with video, whatever the source length.
+audio gaps are filled, overlaps are dropped. Video is converted to a constant frame rate the way FFmpeg's
+`fps` filter does by default (`round=near`): each source frame is assigned to output slot round(t * fps)
+(ties away from zero, computed exactly from its pts and time base), and slot n shows the latest source frame
+assigned to a slot <= n: when several land in one slot the last wins, empty slots repeat the previous frame.
+The stream ends at slot round(end * fps), `end` being the last frame's time plus its duration. Picking the
+frame on screen at n / fps instead (rounding down) would show each picture up to a whole output frame late
+against its sound (half a frame, 20 ms at 25 fps, on average). Variable frame rate sources are handled alike. Memory holds a few frames and the audio
+not yet paired with video, whatever the source length.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import numpy as np
 from .config import DecodeConfig
 from .probe import MediaError, main_streams, normalise_rotation
 
-_EPS = 1e-4  # seconds: timestamp jitter tolerated when picking frames
 _AUDIO_SLACK = 0.002  # seconds: resampler rounding treated as contiguous audio
 
 
@@ -115,7 +119,6 @@ class AlignedDecoder:
         self.fps = Fraction(cfg.fps).limit_denominator(1001)
         # Integer arithmetic on the exact rate: Fraction objects per frame cost measurable CPU.
         self._fps_num, self._fps_den = self.fps.numerator, self.fps.denominator
-        self._frame_s = float(1 / self.fps)
         self.max_pending = int(max_interleave_s * cfg.fps)
         self.rotation = 0
         self.size: tuple[int, int] | None = None  # output (w, h)
@@ -131,9 +134,21 @@ class AlignedDecoder:
         num = index * self.cfg.sample_rate * self._fps_den
         return (2 * num + self._fps_num) // (2 * self._fps_num)  # round half up, exactly
 
+    def _slot(self, ticks: int) -> int:
+        """Output slot of a frame `ticks` time-base units after the first one: round(t * fps), ties away from 0."""
+        num = ticks * self._slot_num
+        den = self._slot_den
+        return (2 * num + den) // (2 * den) if num >= 0 else -((den - 2 * num) // (2 * den))
+
     def __iter__(self) -> Iterator[AVFrame]:
-        origin: float | None = None
-        pending: tuple[av.VideoFrame, float] | None = None  # last decoded frame and its time, not yet superseded
+        origin: float | None = None  # seconds: the first video frame's time (audio is placed against it)
+        first_pts = 0  # the first video frame's pts: frame times are exact integers (ticks) after it
+        tb = self.video_stream.time_base or Fraction(1, 90000)
+        # slot = round(ticks * tb * fps), in integers: no Fraction per frame, no float rounding at ties.
+        self._slot_num, self._slot_den = tb.numerator * self._fps_num, tb.denominator * self._fps_den
+        rate = self.video_stream.average_rate or self.fps
+        nominal_ticks = max(1, round(1 / (rate * tb)))  # one source frame, for frames without pts or duration
+        pending: tuple[av.VideoFrame, int] | None = None  # last decoded frame and its ticks, not yet superseded
         queue: deque[tuple[int, av.VideoFrame]] = deque()  # emitted video waiting for its audio
         next_index = 0
         audio_done = False
@@ -144,10 +159,11 @@ class AlignedDecoder:
                 index, frame = queue.popleft()
                 yield AVFrame(index, frame, self.audio.take(self.sample_boundary(index + 1)))
 
-        def emit_until(t: float) -> None:
+        def emit_until(slot: int) -> None:
+            """The pending frame fills output slots up to, not including, `slot`."""
             nonlocal next_index
             converted = None
-            while next_index * self._frame_s < t - _EPS:
+            while next_index < slot:
                 converted = converted or self._convert(pending[0])
                 queue.append((next_index, converted))
                 next_index += 1
@@ -168,28 +184,33 @@ class AlignedDecoder:
                 else:
                     self._push_audio(frame, origin)
             else:
-                t = frame.time if frame.time is not None else (next_index * self._frame_s)
+                pts = frame.pts
                 if origin is None:
-                    origin = t
+                    first_pts = pts if pts is not None else 0
+                    origin = float(first_pts * tb)
                     self.rotation = normalise_rotation(getattr(frame, "rotation", 0) or 0)
                     for early in early_audio:
                         self._push_audio(early, origin)
                     early_audio.clear()
-                t -= origin
+                if pts is not None:
+                    ticks = pts - first_pts
+                else:  # no timestamp: one nominal source frame after the previous one
+                    ticks = pending[1] + nominal_ticks if pending is not None else 0
                 if pending is not None:
-                    if t <= pending[1]:  # out-of-order or duplicate timestamp: keep the earlier frame
+                    if ticks <= pending[1]:  # out-of-order or duplicate timestamp: keep the earlier frame
                         continue
-                    emit_until(t)
-                pending = (frame, t)
+                    # Frames up to the new one's slot show the pending frame; if the new frame lands in a slot
+                    # already filled or in the same slot, it simply replaces the pending one (the last one wins).
+                    emit_until(self._slot(ticks))
+                pending = (frame, ticks)
             yield from ready()
         if pending is None:
             raise DecodeError("no decodable video frame in the source (corrupt or truncated video stream)")
-        frame, t = pending
-        duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
-        if duration <= 0:
-            rate = self.video_stream.average_rate or self.fps
-            duration = 1.0 / float(rate)
-        emit_until(t + duration)
+        frame, ticks = pending
+        duration = frame.duration if frame.duration and frame.duration > 0 else nominal_ticks
+        # The end of the stream is rounded as frame times are (FFmpeg's fps filter does so); a source with any
+        # video gives at least one output frame.
+        emit_until(max(self._slot(ticks + duration), 1))
         audio_done = True
         yield from ready()
 

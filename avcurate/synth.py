@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import subprocess
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -192,11 +193,11 @@ def decode_signals(path: str | Path, fps: float = 25.0, sample_rate: int = 16000
         for packet in container.demux(streams):
             for frame in packet.decode():
                 if isinstance(frame, av.VideoFrame):
-                    times.append(float(frame.time))
+                    times.append(Fraction(frame.pts) * frame.time_base)  # exact: slots are rounded at ties
                     frames.append(_small_gray(frame, short_side))
                 elif isinstance(frame, av.AudioFrame):
                     audio.add(frame)
-    gray = _to_frame_grid(np.asarray(times), frames, fps)
+    gray = _to_frame_grid(times, frames, fps)
     n_samples = round(gray.shape[0] / fps * sample_rate)
     samples = audio.finish()
     samples = np.pad(samples, (0, max(n_samples - samples.size, 0)))[:n_samples]
@@ -209,17 +210,27 @@ def _small_gray(frame: av.VideoFrame, short_side: int) -> np.ndarray:
     return frame.reformat(width=w, height=h, format="gray").to_ndarray().astype(np.float32) / 255.0
 
 
-def _to_frame_grid(times: np.ndarray, frames: list[np.ndarray], fps: float) -> np.ndarray:
-    """Resample to a constant rate: output frame i shows the latest source frame at or before i / fps."""
+def _to_frame_grid(times: list[Fraction], frames: list[np.ndarray], fps: float) -> np.ndarray:
+    """Resample to a constant rate as FFmpeg's fps filter (and avcurate's decoder) do.
+
+    Each source frame goes to output slot round(t * fps) (ties away from zero); output frame i shows the latest
+    source frame in a slot <= i (the first frame before it). The clip ends at slot round(end * fps), `end` being
+    the last frame's time plus the typical frame step.
+    """
     if not frames:
         return np.zeros((0, 1, 1), np.float32)
-    order = np.argsort(times)
-    times = times[order]
-    step = float(np.median(np.diff(times))) if times.size > 1 else 1.0 / fps
-    count = max(round((times[-1] + step) * fps), 1)
-    grid = np.arange(count) / fps
-    index = np.clip(np.searchsorted(times, grid + 1e-6, side="right") - 1, 0, times.size - 1)
+    rate = Fraction(fps).limit_denominator(1001)
+    order = sorted(range(len(times)), key=lambda i: times[i])
+    ordered = [times[i] for i in order]
+    step = sorted(b - a for a, b in zip(ordered, ordered[1:]))[len(ordered) // 2 - 1] if len(ordered) > 1 else 1 / rate
+    slots = np.array([_round_half_away(t * rate) for t in ordered])
+    count = max(_round_half_away((ordered[-1] + step) * rate), 1)
+    index = np.clip(np.searchsorted(slots, np.arange(count), side="right") - 1, 0, len(order) - 1)
     return np.stack([frames[order[i]] for i in index])
+
+
+def _round_half_away(x: Fraction) -> int:
+    return math.floor(x + Fraction(1, 2)) if x >= 0 else -math.floor(-x + Fraction(1, 2))
 
 
 class _MonoAudio:

@@ -59,7 +59,7 @@ def test_late_starting_audio_is_padded_not_shifted(tmp_path: Path) -> None:
     assert np.abs(audio[0, :15000]).max() < 1e-3
 
 
-def test_variable_frame_rate_maps_each_instant_to_the_frame_on_screen(tmp_path: Path) -> None:
+def test_variable_frame_rate_maps_each_instant_to_the_nearest_frame(tmp_path: Path) -> None:
     # 50 fps source whose brightness encodes the frame number, then irregular frames dropped (VFR timestamps).
     path = tmp_path / "vfr.mkv"
     ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:r=50:d=2,geq=lum='N*2+16':cb=128:cr=128",
@@ -73,8 +73,31 @@ def test_variable_frame_rate_maps_each_instant_to_the_frame_on_screen(tmp_path: 
     _, frames, _ = decode(path)
     assert len(frames) == 50
     for n, frame in enumerate(frames):
-        expected = max(k for k in kept if k <= n * 2)  # the source frame on screen at n / 25 s
+        # Source frame k goes to slot round(k / 2), ties up: slot n shows the last kept frame with k <= 2n.
+        expected = max(k for k in kept if k <= n * 2)
         assert abs(float(frame.mean()) - (expected * 2 + 16)) < 3, n
+
+
+def test_frames_are_picked_as_ffmpeg_fps_filter_picks_them(tmp_path: Path) -> None:
+    # 30 fps, brightness encoding the frame number. At 25 fps, frame k goes to slot round(k * 5 / 6), ties (k = 3,
+    # 9, ...) to the later slot; a slot shows the last frame assigned to it, an empty slot the frame before.
+    path = tmp_path / "30fps.mkv"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:r=30:d=2,geq=lum='N*3+16':cb=128:cr=128",
+           "-f", "lavfi", "-i", "anoisesrc=d=2:a=0.1:seed=1",
+           "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-c:a", "aac", str(path))
+    _, frames, _ = decode(path)
+    picked = [round((float(f.mean()) - 16) / 3) for f in frames]
+    expected = [max(k for k in range(60) if (2 * k * 5 + 6) // 12 <= n) for n in range(50)]
+    assert picked == expected
+    assert picked[:6] == [0, 1, 2, 4, 5, 6]  # frame 3 (0.1 s, a tie between slots 2 and 3) is replaced by 4
+    # The peer: ffmpeg's own fps filter (default rounding) picks the same frames. It is given the video alone, since
+    # ffmpeg's timeline starts at the file's first packet of any stream (here AAC's priming, 21 ms before the video).
+    video_only = tmp_path / "video.mkv"
+    ffmpeg("-i", str(path), "-map", "0:v", "-c", "copy", str(video_only))
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(video_only), "-vf", "fps=25", "-fps_mode", "passthrough",
+                          "-pix_fmt", "yuv420p", "-f", "rawvideo", "-"], check=True, capture_output=True).stdout
+    peer = np.frombuffer(raw, np.uint8).reshape(-1, 64 * 64 * 3 // 2)[:, : 64 * 64].mean(axis=1)  # Y planes
+    assert [round((float(m) - 16) / 3) for m in peer] == picked
 
 
 @pytest.mark.parametrize("rotate", [90, 270, 180])
