@@ -4,8 +4,11 @@ The output timeline starts at the first video frame (t = 0). Output frame n stan
 carries the audio samples of [n / fps, (n + 1) / fps). Audio that starts late is padded with silence,
 audio gaps are filled, overlaps are dropped. Video is converted to a constant frame rate the way FFmpeg's
 `fps` filter does by default (`round=near`): each source frame is assigned to output slot round(t * fps)
-(ties away from zero, computed exactly from its pts and time base), and slot n shows the latest source frame
-assigned to a slot <= n: when several land in one slot the last wins, empty slots repeat the previous frame.
+(computed exactly from its pts and time base), and slot n shows the latest source frame assigned to a slot
+<= n: when several land in one slot the last wins, empty slots repeat the previous frame. One difference: a
+frame exactly between two output instants goes to the even slot, where FFmpeg sends every such tie to the later
+one. Ties recur at fixed phases (every odd frame of a 50 fps source, every sixth of a 30 fps one), so FFmpeg's
+rule shows all of those pictures late (10 ms on average at 50 fps); alternating them keeps the mean at zero.
 The stream ends at slot round(end * fps), `end` being the last frame's time plus its duration. Picking the
 frame on screen at n / fps instead (rounding down) would show each picture up to a whole output frame late
 against its sound (half a frame, 20 ms at 25 fps, on average). Variable frame rate sources are handled alike. Memory holds a few frames and the audio
@@ -135,10 +138,10 @@ class AlignedDecoder:
         return (2 * num + self._fps_num) // (2 * self._fps_num)  # round half up, exactly
 
     def _slot(self, ticks: int) -> int:
-        """Output slot of a frame `ticks` time-base units after the first one: round(t * fps), ties away from 0."""
-        num = ticks * self._slot_num
-        den = self._slot_den
-        return (2 * num + den) // (2 * den) if num >= 0 else -((den - 2 * num) // (2 * den))
+        """Output slot of a frame `ticks` time-base units after the first one: round(t * fps), ties to even."""
+        slot, rest = divmod(ticks * self._slot_num, self._slot_den)
+        twice = 2 * rest
+        return slot + (twice > self._slot_den or (twice == self._slot_den and slot % 2 == 1))
 
     def __iter__(self) -> Iterator[AVFrame]:
         origin: float | None = None  # seconds: the first video frame's time (audio is placed against it)

@@ -213,7 +213,7 @@ def _small_gray(frame: av.VideoFrame, short_side: int) -> np.ndarray:
 def _to_frame_grid(times: list[Fraction], frames: list[np.ndarray], fps: float) -> np.ndarray:
     """Resample to a constant rate as FFmpeg's fps filter (and avcurate's decoder) do.
 
-    Each source frame goes to output slot round(t * fps) (ties away from zero); output frame i shows the latest
+    Each source frame goes to output slot round(t * fps) (ties to even, as the decoder); output frame i shows the latest
     source frame in a slot <= i (the first frame before it). The clip ends at slot round(end * fps), `end` being
     the last frame's time plus the typical frame step.
     """
@@ -223,14 +223,14 @@ def _to_frame_grid(times: list[Fraction], frames: list[np.ndarray], fps: float) 
     order = sorted(range(len(times)), key=lambda i: times[i])
     ordered = [times[i] for i in order]
     step = sorted(b - a for a, b in zip(ordered, ordered[1:]))[len(ordered) // 2 - 1] if len(ordered) > 1 else 1 / rate
-    slots = np.array([_round_half_away(t * rate) for t in ordered])
-    count = max(_round_half_away((ordered[-1] + step) * rate), 1)
+    slots = np.array([_round_half_even(t * rate) for t in ordered])
+    count = max(_round_half_even((ordered[-1] + step) * rate), 1)
     index = np.clip(np.searchsorted(slots, np.arange(count), side="right") - 1, 0, len(order) - 1)
     return np.stack([frames[order[i]] for i in index])
 
 
-def _round_half_away(x: Fraction) -> int:
-    return math.floor(x + Fraction(1, 2)) if x >= 0 else -math.floor(-x + Fraction(1, 2))
+def _round_half_even(x: Fraction) -> int:
+    return round(x)  # Fraction rounds half to even, as the decoder does
 
 
 class _MonoAudio:

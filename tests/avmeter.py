@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-_GRID = (64, 36)  # the picture is scaled to this before the mean is taken: cheap, and a flash moves the mean a lot
-_FLASH_JUMP = 8.0  # mean luma rise (0..255) between consecutive frames that counts as a flash onset
+_GRID = (64, 36)  # the box region is scaled to this before the mean is taken: cheap, and a flash moves it a lot
+_FLASH_JUMP = 60.0  # mean luma rise (0..255) of the box region between consecutive frames that counts as a flash onset
 _BEEP_LEVEL = 0.1  # a burst is a sample this loud after _QUIET_S of quieter samples (the noise bed is 0.01)
 _QUIET_S = 0.1
 _PAIR_MAX_S = 0.15  # a flash with no beep this close is not counted
@@ -103,7 +103,8 @@ def _decode(path: Path) -> tuple[np.ndarray, np.ndarray, float, int, np.ndarray]
     w, h = _GRID
     with tempfile.TemporaryDirectory(prefix="avmeter-") as tmp:
         video_raw, audio_raw = Path(tmp) / "v.gray", Path(tmp) / "a.f32"
-        graph = (f"[0:v:0]showinfo,scale={w}:{h}:flags=area,format=gray[v];"
+        # The flash box's region only (the middle fifth each way), at any picture size.
+        graph = (f"[0:v:0]showinfo,crop=iw/5:ih/5:2*iw/5:2*ih/5,scale={w}:{h}:flags=area,format=gray[v];"
                  "[0:a:0]ashowinfo,aformat=sample_fmts=flt:channel_layouts=mono[a]")
         cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "info", "-y", "-i", str(path),
                "-filter_complex", graph,
@@ -178,7 +179,8 @@ def event_frames(fps: Fraction, seconds: float, rng: random.Random, margin_s: fl
 
 
 def _picture(fps: Fraction, seconds: float, frames: list[int], seed: int, colours: tuple[str, str]) -> str:
-    """A moving dark gradient with a little noise; a white box on screen for FLASH_S from each event frame.
+    """A moving dark gradient with a little noise; a white box (1/25 of the picture, small enough that shot
+    detectors see motion, not a cut) on screen for FLASH_S from each event frame.
 
     The background's luma is squeezed into a narrow range so that only flashes move the mean much (a part
     boundary, where the gradient starts again, does not).
@@ -189,7 +191,7 @@ def _picture(fps: Fraction, seconds: float, frames: list[int], seed: int, colour
     enable = "+".join(f"between(n,{k},{k + on - 1})" for k in frames) or "0"
     return (f"gradients=s={w // 4}x{h // 4}:r={fps}:d={seconds}:speed=0.05:seed={seed}:c0={c0}:c1={c1},"
             f"scale={w}:{h},lutyuv=y=50+val*0.15,noise=alls=6:allf=t:all_seed={seed},"
-            f"drawbox=x={w // 3}:y={h // 3}:w={w // 3}:h={h // 3}:c=white:t=fill:enable='{enable}',format=yuv420p")
+            f"drawbox=x={2 * w // 5}:y={2 * h // 5}:w={w // 5}:h={h // 5}:c=white:t=fill:enable='{enable}',format=yuv420p")
 
 
 def _sound(times: list[Fraction], seconds: float, seed: int) -> str:
@@ -240,13 +242,16 @@ def ffmpeg_fps(src: str | Path, dst: str | Path, fps: int = 25) -> Path:
     return Path(dst)
 
 
-def rounding_bias_ms(times: list[Fraction], fps: int = 25) -> float:
-    """Mean of (t - slot time) over the events when each goes to slot round(t * fps), ties away from zero.
+def rounding_bias_ms(times: list[Fraction], fps: int = 25, ties: str = "even") -> float:
+    """Mean of (t - slot time) over the events when each goes to slot round(t * fps).
 
-    What any output following FFmpeg's rule carries on top of the source's offset: ~0 where event phases are
-    varied, but a tie (a frame exactly between two output instants, e.g. a 50 fps source's odd frames) always
-    goes to the later slot, so those pictures come 1/(2 fps) late.
+    What an output following the rule carries on top of the source's offset: ~0 where event phases are varied.
+    A tie (a frame exactly between two output instants, e.g. a 50 fps source's odd frames) goes to the even slot
+    under avcurate's rule (`ties="even"`) and always to the later one under FFmpeg's (`ties="up"`), which shows
+    all of those pictures 1/(2 fps) late.
     """
     if not times:
         return 0.0
-    return float(np.mean([float(t - Fraction(math.floor(t * fps + Fraction(1, 2)), fps)) for t in times])) * 1000.0
+    def slot(t: Fraction) -> int:
+        return round(t * fps) if ties == "even" else math.floor(t * fps + Fraction(1, 2))
+    return float(np.mean([float(t - Fraction(slot(t), fps)) for t in times])) * 1000.0

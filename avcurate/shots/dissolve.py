@@ -4,7 +4,8 @@ A dissolve from shot A to shot B shows (1 - a) A + a B with a rising from 0 to 1
 a linear mix of the frames at its ends. For each span of L frames ending at the newest frame, the middle and
 quarter frames are compared with that mix: a dissolve fits it closely; camera motion, which moves content
 rather than blending it, leaves a residual of the same order as the change itself; a hard cut puts all the
-change into one step. Where the fit holds, each frame's share `a` of B (its projection onto the A-to-B
+change into one step. A blend of two different pictures is also flatter than either (its spatial variance
+dips mid-way, Alattar 1993), which smooth content in motion (a drifting gradient, a lighting change) is not. Where the fit holds, each frame's share `a` of B (its projection onto the A-to-B
 difference) marks the transition's frames: those with 0.05 < a < 0.95.
 """
 
@@ -18,8 +19,9 @@ from .base import TRANSITION, Cut
 
 SPANS = (8, 16, 32)  # frames: dissolves of about 0.3 to 1.3 s at 25 fps, longer ones seen as their parts
 _MIN_CHANGE = 10.0  # mean abs change (0..255) between the span's ends: less is too little to tell
-_MAX_RESIDUAL = 0.3  # the mix fits within this share of that change (camera motion: 0.37 and more)
+_MAX_RESIDUAL = 0.25  # the mix fits within this share of that change (camera motion: 0.37 and more)
 _MAX_STEP = 0.4  # no single step holds more than this share of the change (else it is a hard cut)
+_MAX_FLATNESS = 0.8  # the middle frame's spatial variance, against the ends' mean: a blend is flatter than either
 _LOW, _HIGH = 0.05, 0.95  # a frame with less than 5 % of either shot in it belongs to the other
 
 
@@ -71,6 +73,8 @@ class DissolveFinder:
         steps = max(float(np.abs(window[i + 1] - window[i]).mean()) for i in range(length))
         if steps > _MAX_STEP * change:
             return None
+        if _variance(window[length // 2]) > _MAX_FLATNESS * (_variance(a) + _variance(b)) / 2:
+            return None
         norm = float((diff * diff).sum())
         shares = [float(((f - a) * diff).sum()) / norm for f in window]
         inside = [i for i, share in enumerate(shares) if _LOW < share < _HIGH]
@@ -78,3 +82,7 @@ class DissolveFinder:
             return None
         first_index = self._frames[-length - 1][0]
         return first_index + inside[0], first_index + inside[-1], 1.0 - residual / change
+
+
+def _variance(frame: np.ndarray) -> float:
+    return float(frame.reshape(frame.shape[0], -1).var(axis=1).sum())
