@@ -115,6 +115,7 @@ DEFAULT_FILTERS = (
     FilterRule("clipping_ratio", max=0.01),
     FilterRule("motion_score", min=0.002),
     FilterRule("black_ratio", max=0.5),
+    FilterRule("sharpness", min=25.0),  # real sharp footage measured 40-290, blurred copies 5-48 (docs/benchmarks.md)
     FilterRule("abs_av_offset_ms", max=200.0, when="sync_confidence >= 0.4"),
 )
 
