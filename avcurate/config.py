@@ -20,13 +20,14 @@ class ConfigError(ValueError):
 class DecodeConfig:
     fps: float = 25.0
     short_side: int = 256  # resize so the shorter side is this many pixels (even sizes, aspect kept)
+    upscale: bool = False  # enlarge smaller sources to short_side; if false they keep their own size
     sample_rate: int = 16000
     channels: int = 1
     probe_timeout_s: float = 30.0
     # A source may take this long, plus timeout_per_media_s per second of media, before it is killed.
     timeout_s: float = 60.0
     timeout_per_media_s: float = 3.0
-    memory_limit_mb: int = 3072  # address-space cap of the sandboxed decoder process
+    memory_limit_mb: int = 3072  # cap on what the sandboxed decoder process allocates (RLIMIT_DATA)
     threads: int = 1  # decoder and encoder threads per worker; parallelism comes from workers
 
 
@@ -34,7 +35,22 @@ class DecodeConfig:
 class ClipConfig:
     min_s: float = 2.0
     max_s: float = 10.0
-    shot_threshold: float = 0.4  # colour-histogram distance between consecutive frames that counts as a cut
+
+
+SHOT_DETECTORS = ("content", "adaptive", "histogram", "transnetv2")
+
+
+@dataclass(frozen=True)
+class ShotConfig:
+    """Which shot detector cuts the clips (`avcurate/shots/`), and its settings."""
+
+    detector: str = "content"  # PySceneDetect's content | adaptive | histogram, or transnetv2 (learned)
+    threshold: float | None = None  # on the detector's own score; None: the detector's default
+    min_shot_s: float = 0.2  # PySceneDetect: a cut closer than this to the previous one is merged into it
+    min_transition_frames: int = 3  # TransNetV2: a boundary this many frames long is a gradual transition
+    weights: str | None = None  # TransNetV2: a state dict to load; None: the weights the package ships
+    device: str = "auto"  # TransNetV2: cuda when there is one, else cpu
+    batch_windows: int = 4  # TransNetV2: 100-frame windows per forward pass (look-ahead: 75 + 50 per extra one)
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,7 @@ class ScoringConfig:
     static_threshold: float = 0.004  # mean abs luma change (0..1) under which a frame counts as static
     black_luma: float = 0.07  # mean luma (0..1) under which a frame counts as black
     sync_max_offset_ms: float = 500.0  # the sync scorer searches offsets in [-this, +this]
+    sharpness_fps: float = 2.0  # full-size frames per second the sharpness score looks at
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,7 @@ class OutputConfig:
 
 
 DEFAULT_FILTERS = (
+    FilterRule("source_short_side", min=256.0),  # never pass off a smaller source as full size
     FilterRule("silence_ratio", max=0.8),
     FilterRule("clipping_ratio", max=0.01),
     FilterRule("motion_score", min=0.002),
@@ -102,6 +120,7 @@ DEFAULT_FILTERS = (
 class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)
+    shots: ShotConfig = field(default_factory=ShotConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     filters: tuple[FilterRule, ...] = DEFAULT_FILTERS
@@ -123,6 +142,7 @@ class Config:
         sections = {
             "decode": DecodeConfig,
             "clips": ClipConfig,
+            "shots": ShotConfig,
             "encode": EncodeConfig,
             "scoring": ScoringConfig,
             "sync_correction": SyncCorrectionConfig,
@@ -150,6 +170,11 @@ class Config:
                         parse_condition(rule.when)
                     except ValueError as e:
                         raise ConfigError(str(e)) from None
+        shots = kwargs.get("shots", ShotConfig())
+        if shots.detector not in SHOT_DETECTORS:
+            raise ConfigError(f"unknown shots.detector {shots.detector!r}; choose one of {list(SHOT_DETECTORS)}")
+        if shots.batch_windows < 1:
+            raise ConfigError("shots.batch_windows must be at least 1")
         return cls(**kwargs)
 
     @classmethod

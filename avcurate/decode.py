@@ -35,12 +35,25 @@ class AVFrame:
     audio: np.ndarray  # float32 [channels, samples] for [index / fps, (index + 1) / fps)
 
 
-def target_size(width: int, height: int, sar: Fraction | None, rotation: int, short_side: int) -> tuple[int, int]:
-    """Display size (w, h) with the short side at `short_side`, aspect kept, both even."""
+def display_size(width: int, height: int, sar: Fraction | None, rotation: int) -> tuple[float, float]:
+    """The picture as shown: square pixels, turned by the display matrix."""
     display_w = width * float(sar) if sar else float(width)
     display_h = float(height)
     if rotation % 180 == 90:
         display_w, display_h = display_h, display_w
+    return display_w, display_h
+
+
+def target_size(
+    width: int, height: int, sar: Fraction | None, rotation: int, short_side: int, upscale: bool = False
+) -> tuple[int, int]:
+    """Display size (w, h) with the short side at `short_side`, aspect kept, both even.
+
+    A picture whose short side is smaller stays at its own size unless `upscale`: enlarged pixels add no detail.
+    """
+    display_w, display_h = display_size(width, height, sar, rotation)
+    if not upscale:
+        short_side = min(short_side, max(2, int(min(display_w, display_h)) // 2 * 2))
     if display_w <= display_h:
         return short_side, max(2, 2 * round(display_h * short_side / display_w / 2))
     return max(2, 2 * round(display_w * short_side / display_h / 2)), short_side
@@ -105,7 +118,8 @@ class AlignedDecoder:
         self._frame_s = float(1 / self.fps)
         self.max_pending = int(max_interleave_s * cfg.fps)
         self.rotation = 0
-        self.size: tuple[int, int] | None = None
+        self.size: tuple[int, int] | None = None  # output (w, h)
+        self.source_size: tuple[int, int] | None = None  # the source's display (w, h), before any scaling
         self.corrupt_packets = 0
         self.audio = _AudioTimeline(cfg.channels, cfg.sample_rate)
         layout = "mono" if cfg.channels == 1 else "stereo" if cfg.channels == 2 else f"{cfg.channels}c"
@@ -228,8 +242,9 @@ class AlignedDecoder:
 
     def _build_graph(self, frame: av.VideoFrame) -> Any:
         sar = self.video_stream.sample_aspect_ratio
-        width, height = target_size(frame.width, frame.height, sar, self.rotation, self.cfg.short_side)
+        width, height = target_size(frame.width, frame.height, sar, self.rotation, self.cfg.short_side, self.cfg.upscale)
         self.size = (width, height)
+        self.source_size = tuple(round(x) for x in display_size(frame.width, frame.height, sar, self.rotation))
         scaled_w, scaled_h = (height, width) if self.rotation % 180 == 90 else (width, height)
         graph = av.filter.Graph()
         chain = [graph.add_buffer(template=self.video_stream)]
@@ -261,12 +276,3 @@ def luma(frame: av.VideoFrame) -> np.ndarray:
 
 def chroma(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray]:
     return plane(frame, 1), plane(frame, 2)
-
-
-def quarter_yuv(frame: av.VideoFrame) -> np.ndarray:
-    """Y, U and V on one grid a quarter of the frame's size, uint8 [3, ceil(h/4), ceil(w/4)].
-
-    Every 4th luma sample and every 2nd chroma sample (yuv420p chroma is already half size): what the shot
-    detector and the scorers look at, in one small array per frame.
-    """
-    return np.stack((plane(frame, 0)[::4, ::4], plane(frame, 1)[::2, ::2], plane(frame, 2)[::2, ::2]))

@@ -17,6 +17,7 @@ def clip_values(clip: Clip) -> dict[str, Any]:
     """The values rules can name: every score, plus duration and the offset left after any sync correction."""
     values: dict[str, Any] = clip.scores.to_dict()
     values["duration_s"] = clip.duration_s
+    values["source_short_side"] = min(clip.source_width, clip.source_height)
     if clip.scores.av_offset_ms is not None:
         residual = clip.scores.av_offset_ms - clip.sync_correction_ms
         values["residual_av_offset_ms"] = residual

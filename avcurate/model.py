@@ -70,6 +70,7 @@ class ClipScores:
     black_ratio: float | None = None
     av_offset_ms: float | None = None  # positive: audio lags video
     sync_confidence: float | None = None
+    sharpness: float | None = None  # variance of the Laplacian of luma (0..255 units) at the output size
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,8 +91,11 @@ class Clip:
     height: int
     sample_rate: int
     channels: int
+    source_width: int  # the source's display size (square pixels, rotated), before scaling
+    source_height: int
     scores: ClipScores = field(default_factory=ClipScores)
-    end_reason: str = "end"  # what closed the clip: "shot", "max_length" or "end"
+    end_reason: str = "end"  # what closed the clip: "shot", "transition", "max_length" or "end"
+    cut_score: float | None = None  # the shot detector's score at the cut that closed it (shot, transition)
     sync_correction_ms: float = 0.0  # audio shift applied when encoding (residual offset = av_offset_ms - this)
     status: str = KEPT
     reasons: list[str] = field(default_factory=list)
@@ -111,9 +115,9 @@ class Clip:
         return self.end_s - self.start_s
 
     def metadata(self) -> dict[str, Any]:
-        """The sample's `json` member (schemas/sample-metadata.v1.json)."""
+        """The sample's `json` member (schemas/sample-metadata.v2.json)."""
         return {
-            "schema_version": 1,
+            "schema_version": 2,
             "key": self.key,
             "source_id": self.source_id,
             "source_uri": self.source_uri,
@@ -123,10 +127,13 @@ class Clip:
             "end_s": self.end_s,
             "duration_s": self.duration_s,
             "end_reason": self.end_reason,
+            "cut_score": self.cut_score,
             "n_frames": self.n_frames,
             "fps": self.fps,
             "width": self.width,
             "height": self.height,
+            "source_width": self.source_width,
+            "source_height": self.source_height,
             "sample_rate": self.sample_rate,
             "channels": self.channels,
             "scores": self.scores.to_dict(),

@@ -8,14 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .clips import END, Segmenter
+from .clips import END, MAX_LENGTH, Segmenter
 from .config import Config
-from .decode import AlignedDecoder, AVFrame, quarter_yuv
+from .decode import AlignedDecoder, AVFrame, luma
 from .encode import VideoClipWriter, mux_clip
 from .filters import apply_filters, source_sync_correction
 from .fsutil import write_bytes
@@ -24,6 +25,7 @@ from .probe import check_decodable, open_container, probe_container
 from .sandbox import Sandbox, SourceFailure
 from .scorers import build_scorers
 from .scorers.base import ClipSignals
+from .shots import Cut, build_detector, half_yuv
 
 
 def probe_source(uri: str) -> ProbeInfo:
@@ -42,16 +44,22 @@ class _OpenClip:
     writer: VideoClipWriter
     luma: list[np.ndarray] = field(default_factory=list)  # uint8, a quarter of the clip size: what scorers see
     audio: list[np.ndarray] = field(default_factory=list)
+    full_luma: list[np.ndarray] = field(default_factory=list)  # a few frames at full size, for sharpness
 
-    def add(self, frame: AVFrame, small_luma: np.ndarray) -> None:
+    def add(self, frame: AVFrame, yuv: np.ndarray, sample_every: int) -> None:
         self.writer.write(frame.video)
-        self.luma.append(small_luma)
+        self.luma.append(yuv[0, ::2, ::2])
         self.audio.append(frame.audio)
+        if (frame.index - self.first_index) % sample_every == 0:
+            self.full_luma.append(luma(frame.video).copy())
 
     def signals(self, sample_rate: int, fps: float) -> ClipSignals:
         gray = np.stack(self.luma).astype(np.float32)  # one conversion per clip, not one per frame
         gray *= 1.0 / 255.0
-        return ClipSignals(audio=np.concatenate(self.audio, axis=1), sample_rate=sample_rate, gray=gray, fps=fps)
+        return ClipSignals(
+            audio=np.concatenate(self.audio, axis=1), sample_rate=sample_rate, gray=gray, fps=fps,
+            full_luma=np.stack(self.full_luma),
+        )
 
 
 def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: str) -> SourceResult:
@@ -59,55 +67,81 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
     scorers = build_scorers(cfg.scoring)
     result = SourceResult(source=source)
     audio_path = os.path.join(scratch_dir, "audio.f32")
+    fps = cfg.decode.fps
+    sample_every = max(1, round(fps / cfg.scoring.sharpness_fps))
     with open_container(source.uri) as container:
         result.probe = probe_container(container)
         check_decodable(result.probe, container)
         decoder = AlignedDecoder(container, cfg.decode)
-        segmenter = Segmenter(cfg.clips, cfg.decode.fps)
-        short_pieces = 0
+        segmenter = Segmenter(cfg.clips, fps)
+        detector = build_detector(cfg.shots, fps, cfg.decode.threads)
+        short_pieces = transition_frames = 0
         current: _OpenClip | None = None
+        # Frames wait here until the detector has decided whether a cut comes before them (its look-ahead).
+        lookahead: deque[tuple[AVFrame, np.ndarray]] = deque()
+        cuts: dict[int, Cut] = {}  # by the first frame each one takes out of its shot
+        skip_until = 0  # frames of a gradual transition are dropped, up to this one
 
-        def close(reason: str, end_index: int) -> None:
-            nonlocal short_pieces
+        def close(reason: str, end_index: int, cut_score: float | None = None) -> None:
+            nonlocal short_pieces, current
             assert current is not None
-            current.writer.close()
-            n_frames = end_index - current.first_index
+            clip, current = current, None
+            clip.writer.close()
+            n_frames = end_index - clip.first_index
             if not segmenter.long_enough(n_frames):
                 short_pieces += 1
-                os.unlink(current.writer.path)
+                os.unlink(clip.writer.path)
                 return
-            clip = _make_clip(source, cfg, current, end_index, decoder, reason)
-            signals = current.signals(cfg.decode.sample_rate, cfg.decode.fps)
+            made = _make_clip(source, cfg, clip, end_index, decoder, reason, cut_score)
+            signals = clip.signals(cfg.decode.sample_rate, fps)
             for scorer in scorers:
                 for name, value in scorer.score(signals).items():
-                    setattr(clip.scores, name, value)
-            clip.staged_path = current.writer.path  # the video-only encode, until the final mux
-            result.clips.append(clip)
+                    setattr(made.scores, name, value)
+            made.staged_path = clip.writer.path  # the video-only encode, until the final mux
+            result.clips.append(made)
+
+        def take(frame: AVFrame, yuv: np.ndarray) -> None:
+            nonlocal current, skip_until, transition_frames
+            cut = cuts.pop(frame.index, None)
+            if cut is not None:
+                if current is not None:
+                    close(cut.kind, frame.index, cut.score)
+                skip_until = cut.index
+            if frame.index < skip_until:
+                transition_frames += 1
+                return
+            if current is not None and segmenter.too_long(frame.index - current.first_index):
+                close(MAX_LENGTH, frame.index)
+            if current is None:
+                path = os.path.join(scratch_dir, f"video-{frame.index:08d}.mp4")
+                current = _OpenClip(frame.index, VideoClipWriter(path, fps, decoder.size, cfg.encode, cfg.decode.threads))
+            current.add(frame, yuv, sample_every)
 
         with open(audio_path, "wb") as audio_file:
             last_index = -1
             for frame in decoder:
                 # The whole source's audio goes to scratch so a sync correction can shift any clip's audio.
                 audio_file.write(np.ascontiguousarray(frame.audio.T))
-                yuv = quarter_yuv(frame.video)
-                n_in_clip = 0 if current is None else frame.index - current.first_index
-                reason = segmenter.boundary(n_in_clip, yuv)
-                if reason is not None:
-                    close(reason, frame.index)
-                    current = None
-                if current is None:
-                    path = os.path.join(scratch_dir, f"video-{frame.index:08d}.mp4")
-                    writer = VideoClipWriter(path, cfg.decode.fps, decoder.size, cfg.encode, cfg.decode.threads)
-                    current = _OpenClip(frame.index, writer)
-                current.add(frame, yuv[0])
+                yuv = half_yuv(frame.video)
+                lookahead.append((frame, yuv))
+                cuts.update((cut.start, cut) for cut in detector.push(frame.index, yuv))
+                while lookahead and lookahead[0][0].index < detector.settled:
+                    take(*lookahead.popleft())
                 last_index = frame.index
+            cuts.update((cut.start, cut) for cut in detector.flush())
+            while lookahead:
+                take(*lookahead.popleft())
             if current is not None:
                 close(END, last_index + 1)
         result.probe.rotation = decoder.rotation
+    notes = []
     if short_pieces:
-        result.note = f"{short_pieces} piece(s) shorter than {cfg.clips.min_s:g} s dropped"
-    if not result.clips and result.note is None:
-        result.note = "no clip"
+        notes.append(f"{short_pieces} piece(s) shorter than {cfg.clips.min_s:g} s dropped")
+    if transition_frames:
+        notes.append(f"{transition_frames} frame(s) of gradual transitions dropped")
+    if not result.clips and not notes:
+        notes.append("no clip")
+    result.note = "; ".join(notes) or None
     _filter_and_stage(result, cfg, staging_dir, audio_path, decoder.sample_boundary)
     if decoder.corrupt_packets:
         result.note = "; ".join(filter(None, [result.note, f"{decoder.corrupt_packets} corrupt packet(s) skipped"]))
@@ -115,10 +149,12 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
 
 
 def _make_clip(
-    source: Source, cfg: Config, current: _OpenClip, end_index: int, decoder: AlignedDecoder, reason: str
+    source: Source, cfg: Config, current: _OpenClip, end_index: int, decoder: AlignedDecoder, reason: str,
+    cut_score: float | None,
 ) -> Clip:
     fps = cfg.decode.fps
     width, height = decoder.size
+    source_width, source_height = decoder.source_size
     return Clip(
         source_id=source.source_id,
         source_uri=source.uri,
@@ -129,10 +165,13 @@ def _make_clip(
         fps=fps,
         width=width,
         height=height,
+        source_width=source_width,
+        source_height=source_height,
         sample_rate=cfg.decode.sample_rate,
         channels=cfg.decode.channels,
         scores=ClipScores(),
         end_reason=reason,
+        cut_score=cut_score,
         source_meta=source.meta,
         config_hash=cfg.hash,
     )

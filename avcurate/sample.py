@@ -109,7 +109,7 @@ class Scene:
 class Look:
     """Picture and sound format of one output."""
 
-    size: tuple[int, int] = (320, 240)
+    size: tuple[int, int] = (384, 288)  # short side above the default output's 256: nothing is upscaled
     fps: int = 25
     sample_rate: int = 44100
     stereo: bool = False
@@ -258,7 +258,7 @@ def _vfr(job: _Job) -> SampleFile:
 def _event_shift(job: _Job) -> SampleFile:
     """Flashes and tone bursts from synth.py, the sound EVENT_SHIFT_MS late: inside the default sync tolerance."""
     path = job.folder / "event_shift_120ms.mp4"
-    write_event_video(path, duration_s=8.0, audio_shift_ms=EVENT_SHIFT_MS, seed=job.seed())
+    write_event_video(path, duration_s=8.0, audio_shift_ms=EVENT_SHIFT_MS, seed=job.seed(), size=Look().size)
     why = f"synth.py events, sound {EVENT_SHIFT_MS:.0f} ms after each flash: av_offset_ms near +{EVENT_SHIFT_MS:.0f}"
     return SampleFile("event_shift", path, KEPT, why, 8.0)
 

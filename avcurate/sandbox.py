@@ -56,7 +56,10 @@ def _receive(stream: BinaryIO) -> Any:
 def _serve(memory_limit_mb: int) -> None:
     """The child's loop: receive (fn, args), send back ("ok", result) or ("error", (kind, message))."""
     limit = memory_limit_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # The data limit caps what a process can allocate (heap and private writable mappings) but not the address
+    # space that shared libraries and reservations take: PyTorch alone maps 3.6 GB of address space on import,
+    # CUDA far more, and a learned shot detector runs in this process.
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     # The protocol owns the original stdout; anything a library prints goes to stderr instead.
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

@@ -34,7 +34,7 @@ def make_clips(n: int) -> list[Clip]:
         clips.append(Clip(
             source_id=source.source_id, source_uri=source.uri, clip_index=(i % 20) * 250,
             start_s=(i % 20) * 10.0, end_s=(i % 20) * 10.0 + 10.0, n_frames=250, fps=25.0, width=456, height=256,
-            sample_rate=16000, channels=1,
+            source_width=1920, source_height=1080, sample_rate=16000, channels=1,
             scores=ClipScores(loudness_dbfs=-20.0 - i % 7, silence_ratio=0.1, clipping_ratio=0.0,
                               motion_score=0.01 + i % 5 / 100, static_ratio=0.0, black_ratio=0.0,
                               av_offset_ms=float(i % 80 - 40), sync_confidence=0.6),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import av
 import numpy as np
 import pytest
 
+import skimage.data
+
 from avcurate.clips import END, MAX_LENGTH, SHOT
-from avcurate.config import Config
+from avcurate.config import SHOT_DETECTORS, Config, ShotConfig
 from avcurate.model import KEPT, Source
 from avcurate.process import process_source
 
@@ -34,16 +37,39 @@ def two_scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_cuts_at_shots_and_max_length_and_drops_short_pieces(two_scenes: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def photo_shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """7 s of testsrc2, a hard cut to 4 s of a steady pan over a real photograph, then 0.6 s of smptebars."""
+    path = tmp_path_factory.mktemp("media") / "photo_shots.mp4"
+    pan = "scale=640:480,fps=25,crop=320:240:x='t*50':y='t*25'"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y",
+         "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=7",
+         "-loop", "1", "-t", "4", "-i", str(Path(skimage.data.__file__).parent / "astronaut.png"),
+         "-f", "lavfi", "-i", "smptebars=s=320x240:r=25:d=0.6",
+         "-f", "lavfi", "-i", "sine=f=300:d=11.6:sample_rate=48000",
+         "-filter_complex", f"[1:v]{pan},format=yuv420p,setsar=1[p];[0:v][p][2:v]concat=n=3:v=1:a=0[v]",
+         "-map", "[v]", "-map", "3:a", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(path)],
+        check=True,
+    )
+    return path
+
+
+@pytest.mark.parametrize("detector", SHOT_DETECTORS)
+def test_cuts_at_shots_and_max_length_and_drops_short_pieces(photo_shots: Path, tmp_path: Path, detector: str) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    result = process_source(Source.from_uri(str(two_scenes)), KEEP_ALL, str(tmp_path / "staging"), str(scratch))
+    cfg = dataclasses.replace(KEEP_ALL, shots=ShotConfig(detector=detector))
+    result = process_source(Source.from_uri(str(photo_shots)), cfg, str(tmp_path / "staging"), str(scratch))
     spans = [(c.start_s, c.end_s, c.end_reason) for c in result.clips]
     assert spans == [(0.0, 5.0, MAX_LENGTH), (5.0, 7.0, SHOT), (7.0, 11.0, SHOT)]
     assert result.note is not None and "1 piece(s) shorter than 1 s dropped" in result.note  # the 0.6 s of bars
     assert all(c.status == KEPT and c.staged_path for c in result.clips)
     # Keys are the source id and the start frame: stable, unique, tar-safe.
     assert [c.key.split("-")[1] for c in result.clips] == ["00000", "00125", "00175"]
+    # The index says what the detector scored at each cut, and nothing where no cut closed the clip.
+    assert result.clips[0].cut_score is None
+    assert all(c.cut_score is not None and c.cut_score > 0 for c in result.clips[1:])
 
 
 def test_each_clip_is_an_mp4_at_the_targets_starting_at_zero(two_scenes: Path, tmp_path: Path) -> None:
@@ -54,7 +80,7 @@ def test_each_clip_is_an_mp4_at_the_targets_starting_at_zero(two_scenes: Path, t
     with av.open(clip.staged_path) as c:
         video, audio = c.streams.video[0], c.streams.audio[0]
         assert (video.codec_context.name, audio.codec_context.name) == ("h264", "aac")
-        assert (video.codec_context.width, video.codec_context.height) == (342, 256)
+        assert (video.codec_context.width, video.codec_context.height) == (320, 240)  # never upscaled
         assert (audio.rate, audio.channels) == (16000, 1)
         frames = list(c.decode(video=0))
     assert len(frames) == clip.n_frames == 50

@@ -36,7 +36,7 @@ def onset_sample(audio: np.ndarray, level: float = 0.05) -> int:
 
 def test_streams_share_one_timeline(tmp_path: Path) -> None:
     path = tmp_path / "plain.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=30:d=3", "-f", "lavfi", "-i", "sine=f=440:d=3:sample_rate=44100",
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=640x480:r=30:d=3", "-f", "lavfi", "-i", "sine=f=440:d=3:sample_rate=44100",
            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(path))
     decoder, frames, audio = decode(path)
     assert len(frames) == 75  # 3 s at 25 fps, whatever the source rate
@@ -80,7 +80,7 @@ def test_variable_frame_rate_maps_each_instant_to_the_frame_on_screen(tmp_path: 
 @pytest.mark.parametrize("rotate", [90, 270, 180])
 def test_rotated_phone_video_comes_out_in_display_orientation(tmp_path: Path, rotate: int) -> None:
     land = tmp_path / "land.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=1", "-f", "lavfi", "-i", "sine=d=1",
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=1", "-f", "lavfi", "-i", "sine=d=1",
            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(land))
     rotated = tmp_path / f"rot{rotate}.mp4"
     ffmpeg("-i", str(land), "-c", "copy", "-metadata:s:v", f"rotate={rotate}", str(rotated))
@@ -101,6 +101,13 @@ def test_target_size_keeps_aspect_with_even_sides() -> None:
     assert target_size(1080, 1920, None, 0, 256) == (256, 456)
     assert target_size(1920, 1080, None, 90, 256) == (256, 456)
     assert target_size(720, 576, __import__("fractions").Fraction(16, 15), 0, 256) == (342, 256)
+
+
+def test_small_pictures_keep_their_own_size_unless_upscaling_is_asked_for() -> None:
+    assert target_size(160, 90, None, 0, 256) == (160, 90)
+    assert target_size(160, 90, None, 90, 256) == (90, 160)
+    assert target_size(321, 241, None, 0, 256) == (320, 240)  # even sides, never above the source
+    assert target_size(160, 90, None, 0, 256, upscale=True) == (456, 256)
 
 
 def test_probe_rejects_single_stream_inputs_with_a_clear_cause(tmp_path: Path) -> None:

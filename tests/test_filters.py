@@ -11,7 +11,8 @@ from avcurate.model import KEPT, REJECTED, Clip, ClipScores
 
 def clip(**scores: float | None) -> Clip:
     return Clip(source_id="0" * 16, source_uri="/x.mp4", clip_index=0, start_s=0.0, end_s=4.0, n_frames=100,
-                fps=25.0, width=342, height=256, sample_rate=16000, channels=1, scores=ClipScores(**scores))
+                fps=25.0, width=342, height=256, source_width=684, source_height=512, sample_rate=16000,
+                channels=1, scores=ClipScores(**scores))
 
 
 RULES = (

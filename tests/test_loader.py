@@ -58,7 +58,7 @@ def _metadata(index: int, flash: int, duration: float) -> dict:
     clip = Clip(
         source_id=f"{0xA0C0 + index:016x}", source_uri=f"file:///src/{index}.mp4", clip_index=index,
         start_s=0.0, end_s=duration, n_frames=round(duration * FPS), fps=float(FPS), width=256, height=144,
-        sample_rate=SR, channels=1, source_meta={"flash_frame": flash},
+        source_width=1280, source_height=720, sample_rate=SR, channels=1, source_meta={"flash_frame": flash},
     )  # fmt: skip
     return clip.metadata()
 

@@ -81,6 +81,8 @@ def make_clip(uri: str, index: int, staged: Path | None, *, status: str = KEPT, 
         fps=25.0,
         width=96,
         height=64,
+        source_width=192,
+        source_height=128,
         sample_rate=16000,
         channels=1,
         scores=ClipScores(loudness_dbfs=-20.5, silence_ratio=0.0, motion_score=0.03, av_offset_ms=40.0),
@@ -312,7 +314,7 @@ def test_index_table(real_clips: list[Clip], tmp_path: Path) -> None:
             assert row["shard"] == clip.shard and row["shard"].startswith("clips-")
         else:
             assert pd.isna(row["shard"])
-        assert row["schema_version"] == 1
+        assert row["schema_version"] == 2
 
 
 def test_ledger_table(real_clips: list[Clip], tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from ..config import ScoringConfig
 from .base import ClipSignals, SyncScorer
-from .signal import AudioLevelScorer, VisualActivityScorer
+from .signal import AudioLevelScorer, SharpnessScorer, VisualActivityScorer
 from .sync import EnvelopeSyncScorer
 
 
@@ -32,5 +32,6 @@ def build_scorers(cfg: ScoringConfig) -> list[Scorer]:
     return [
         AudioLevelScorer(cfg),
         VisualActivityScorer(cfg),
+        SharpnessScorer(),
         SyncScores(EnvelopeSyncScorer(max_offset_ms=cfg.sync_max_offset_ms)),
     ]

@@ -16,6 +16,7 @@ class ClipSignals:
     sample_rate: int
     gray: np.ndarray  # float32 [frames, h, w] luma in [0, 1], downscaled; frame t shows time t / fps
     fps: float
+    full_luma: np.ndarray | None = None  # uint8 [k, H, W]: a few frames at the output size (scoring.sharpness_fps)
 
     @property
     def duration_s(self) -> float:

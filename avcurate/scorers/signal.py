@@ -1,7 +1,8 @@
-"""Signal-level scorers: how loud, how silent, how clipped; how much moves, how much is static or black."""
+"""Signal-level scorers: how loud, how silent, how clipped; how much moves, how much is static or black; how sharp."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from ..config import ScoringConfig
@@ -58,3 +59,22 @@ class VisualActivityScorer:
             "static_ratio": float(np.mean(change < self.cfg.static_threshold)),
             "black_ratio": float(black.mean()),
         }
+
+
+class SharpnessScorer:
+    """Variance of the Laplacian of luma (Pech-Pacheco et al., 2000), in 0..255 units, at the output size.
+
+    Measured on a few full-size frames a second (`scoring.sharpness_fps`), not on the scorers' quarter-size
+    luma: subsampling without a low-pass filter aliases, which makes a blurred picture look sharp again.
+    Blur, upscaled low resolution and heavy compression all lower it; it also depends on content (a plain
+    sky scores low), so a threshold is a floor for clearly soft pictures.
+    """
+
+    name = "sharpness"
+
+    def score(self, signals: ClipSignals) -> dict[str, float]:
+        frames = signals.full_luma
+        if frames is None or frames.shape[0] == 0:
+            return {"sharpness": 0.0}
+        values = [float(cv2.Laplacian(frame, cv2.CV_32F, ksize=1).var()) for frame in frames]
+        return {"sharpness": round(float(np.median(values)), 3)}

@@ -15,11 +15,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from avcurate.filters import reason_name
 from avcurate.model import KEPT, REJECTED, Clip, ClipScores, ProbeInfo, SourceResult
 from avcurate.writers.shards import atomic_create
 
-INDEX_SCHEMA_VERSION = 1
-LEDGER_SCHEMA_VERSION = 1
+INDEX_SCHEMA_VERSION = 2
+LEDGER_SCHEMA_VERSION = 2
 VERSION_KEY = "avcurate.schema_version"
 
 _ARROW_TYPES: dict[type, pa.DataType] = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_()}
@@ -63,16 +64,18 @@ INDEX_SCHEMA = pa.schema(
         pa.field("end_s", pa.float64(), nullable=False),
         pa.field("duration_s", pa.float64(), nullable=False),
         pa.field("end_reason", pa.string(), nullable=False),
+        pa.field("cut_score", pa.float64()),  # the shot detector's score at the cut that closed the clip
         pa.field("n_frames", pa.int64(), nullable=False),
         pa.field("fps", pa.float64(), nullable=False),
         pa.field("width", pa.int64(), nullable=False),
         pa.field("height", pa.int64(), nullable=False),
+        pa.field("source_width", pa.int64(), nullable=False),  # the source's display size, before scaling
+        pa.field("source_height", pa.int64(), nullable=False),
         pa.field("sample_rate", pa.int64(), nullable=False),
         pa.field("channels", pa.int64(), nullable=False),
         *_model_fields(ClipScores),
         pa.field("sync_correction_ms", pa.float64(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
-        # "element": the item name Parquet uses, so the schema reads back unchanged.
         # "element" is the item name Parquet writes, so the schema reads back unchanged.
         pa.field("reasons", pa.list_(pa.field("element", pa.string(), nullable=False)), nullable=False),
         pa.field("shard", pa.string()),  # set for kept clips only
@@ -94,6 +97,8 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         pa.field("error_type", pa.string()),
         pa.field("note", pa.string()),
+        # The rules that rejected any of its clips, by name ("source_short_side"): the index has each clip's text.
+        pa.field("reasons", pa.list_(pa.field("element", pa.string(), nullable=False)), nullable=False),
         pa.field("sync_correction_ms", pa.float64(), nullable=False),
         *_model_fields(ProbeInfo, prefix="probe_"),  # all null when probing failed
     ],
@@ -112,10 +117,13 @@ def index_row(clip: Clip) -> dict[str, Any]:
         "end_s": clip.end_s,
         "duration_s": clip.duration_s,
         "end_reason": clip.end_reason,
+        "cut_score": clip.cut_score,
         "n_frames": clip.n_frames,
         "fps": clip.fps,
         "width": clip.width,
         "height": clip.height,
+        "source_width": clip.source_width,
+        "source_height": clip.source_height,
         "sample_rate": clip.sample_rate,
         "channels": clip.channels,
         **clip.scores.to_dict(),
@@ -149,6 +157,7 @@ def ledger_row(result: SourceResult) -> dict[str, Any]:
         "error": result.error,
         "error_type": result.error_type,
         "note": result.note,
+        "reasons": sorted({reason_name(r) for c in result.clips if c.status == REJECTED for r in c.reasons}),
         "sync_correction_ms": result.sync_correction_ms,
         **{f"probe_{name}": probe.get(name) for name in PROBE_FIELDS},
     }
