@@ -30,7 +30,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_shots import (  # noqa: E402
-    AVCURATE_DETECTORS, footage, log, source_fps, transnet_reference, truth_events,
+    AVCURATE_DETECTORS, footage, log, source_fps, transnet_reference, truth_events, verified_events,
 )
 
 RESULTS = HERE / "results" / "2026-11-26" / "bench_clips_real.json"
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detectors", nargs="*", default=list(AVCURATE_DETECTORS))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", default=str(RESULTS))
+    parser.add_argument("--reuse", action="store_true", help="score existing outputs in --work instead of running")
     args = parser.parse_args(argv)
     import pandas as pd
 
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "events": {"transnetv2": ref["events"]}}
         if "truth" in item:
             refs[str(item["path"])]["events"]["truth"] = truth_events(Path(item["truth"]))
+        if "extra_cuts" in item:
+            refs[str(item["path"])]["events"]["verified"] = verified_events(ref["events"], item["extra_cuts"])
     report: dict[str, Any] = {"margin_frames": MARGIN_FRAMES, "runs": {}}
     for det in args.detectors:
         cfg_path, out = work / f"{det}.yaml", work / det
@@ -87,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
                "--overwrite", "--workers", str(args.workers), "--json"]
         for item in items:
             cmd += ["--input", str(item["path"])]
-        log(f"{det}: {' '.join(cmd)}")
         w0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        if args.reuse and (out / "index.parquet").exists():
+            proc = subprocess.CompletedProcess(cmd, 0, "", "")
+            log(f"{det}: reusing {out}")
+        else:
+            log(f"{det}: {' '.join(cmd)}")
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         wall = time.perf_counter() - w0
         if proc.returncode != 0:
             log(f"{det}: avcurate run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
