@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         if "extra_cuts" in item:
             refs[str(item["path"])]["events"]["verified"] = verified_events(ref["events"], item["extra_cuts"])
     report: dict[str, Any] = {"margin_frames": MARGIN_FRAMES, "runs": {}}
+    previous = json.loads(Path(args.json).read_text()).get("runs", {}) if Path(args.json).exists() else {}
     for det in args.detectors:
         cfg_path, out = work / f"{det}.yaml", work / det
         cfg_path.write_text(CONFIG.format(detector=det))
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         for item in items:
             cmd += ["--input", str(item["path"])]
         w0 = time.perf_counter()
-        if args.reuse and (out / "index.parquet").exists():
+        reused = bool(args.reuse and (out / "index.parquet").exists())
+        if reused:
             proc = subprocess.CompletedProcess(cmd, 0, "", "")
             log(f"{det}: reusing {out}")
         else:
@@ -103,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             report["runs"][det] = {"error": proc.stderr[-3000:], "rc": proc.returncode}
             continue
         index = pd.read_parquet(out / "index.parquet")
-        run: dict[str, Any] = {"wall_s": round(wall, 1), "footage": {}}
+        # A rescored run keeps the wall time its own run recorded (in --json), if any.
+        wall_s = previous.get(det, {}).get("wall_s") if reused else round(wall, 1)
+        run: dict[str, Any] = {"wall_s": wall_s, "reused": reused, "footage": {}}
         for uri, ref in refs.items():
             rows = index[index["source_uri"].str.endswith(uri)]
             out_fps = float(rows["fps"].iloc[0]) if len(rows) else 25.0
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             run["footage"][ref["name"]] = entry
         report["runs"][det] = run
-        log(f"{det}: done in {wall:.0f} s")
+        log(f"{det}: {'rescored' if reused else f'done in {wall:.0f} s'}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=1))
     print(markdown(report))

@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                                  text=True).stdout.strip(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "load_average_at_start": os.getloadavg(),  # the machine may be shared: CPU seconds hold up better than wall
         "tolerance_frames": TOL, "footage": {},
     }
     for item in footage(folder):
