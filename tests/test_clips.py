@@ -72,10 +72,10 @@ def test_cuts_at_shots_and_max_length_and_drops_short_pieces(photo_shots: Path, 
     assert all(c.cut_score is not None and c.cut_score > 0 for c in result.clips[1:])
 
 
-def test_each_clip_is_an_mp4_at_the_targets_starting_at_zero(two_scenes: Path, tmp_path: Path) -> None:
+def test_each_clip_is_an_mp4_at_the_targets_starting_at_zero(photo_shots: Path, tmp_path: Path) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    result = process_source(Source.from_uri(str(two_scenes)), KEEP_ALL, str(tmp_path / "staging"), str(scratch))
+    result = process_source(Source.from_uri(str(photo_shots)), KEEP_ALL, str(tmp_path / "staging"), str(scratch))
     clip = result.clips[1]
     with av.open(clip.staged_path) as c:
         video, audio = c.streams.video[0], c.streams.audio[0]
@@ -89,14 +89,14 @@ def test_each_clip_is_an_mp4_at_the_targets_starting_at_zero(two_scenes: Path, t
     # Deterministic: the same source gives the same bytes.
     scratch2 = tmp_path / "scratch2"
     scratch2.mkdir()
-    again = process_source(Source.from_uri(str(two_scenes)), KEEP_ALL, str(tmp_path / "staging2"), str(scratch2))
+    again = process_source(Source.from_uri(str(photo_shots)), KEEP_ALL, str(tmp_path / "staging2"), str(scratch2))
     assert Path(again.clips[1].staged_path).read_bytes() == Path(clip.staged_path).read_bytes()
 
 
-def test_scores_describe_the_signal(two_scenes: Path, tmp_path: Path) -> None:
+def test_scores_describe_the_signal(photo_shots: Path, tmp_path: Path) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    result = process_source(Source.from_uri(str(two_scenes)), KEEP_ALL, str(tmp_path / "staging"), str(scratch))
+    result = process_source(Source.from_uri(str(photo_shots)), KEEP_ALL, str(tmp_path / "staging"), str(scratch))
     scores = result.clips[0].scores
     assert -25 < scores.loudness_dbfs < -15  # lavfi's sine is 1/8 full scale: -21 dBFS RMS
     assert scores.silence_ratio == 0.0 and scores.clipping_ratio == 0.0

@@ -15,9 +15,6 @@ from ..config import ShotConfig
 from .base import Cut
 from .dissolve import DissolveFinder
 
-# The library's own defaults, on the score each detector compares with its threshold.
-DEFAULT_THRESHOLDS = {"content": 27.0, "adaptive": 3.0, "histogram": 0.05}
-
 
 class _Scores:
     """A stand-in for PySceneDetect's StatsManager that keeps each frame's score (the histogram detector
@@ -32,26 +29,25 @@ class _Scores:
 
 
 class SceneDetectDetector:
-    """`content` (HSV change), `adaptive` (HSV change against its neighbours') or `histogram` (luma histogram),
+    """`content` (luma or HSV change), `adaptive` (the same against its neighbours') or `histogram` (luma histogram),
     with gradual transitions from `DissolveFinder` (`shots.dissolves`)."""
 
     def __init__(self, cfg: ShotConfig, fps: float) -> None:
         self.name = cfg.detector
-        threshold = cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLDS[cfg.detector]
         min_len = max(1, round(cfg.min_shot_s * fps))
         self._fps = Fraction(fps).limit_denominator(1001)
         self._window = 0  # frames each side the adaptive ratio averages over
         self._recorder: _Scores | None = None
         if cfg.detector == "content":
             # Suppress (not merge) cuts closer than min_len: decided on the frame itself, so no look-ahead.
-            self._detector = ContentDetector(threshold=threshold, min_scene_len=min_len,
-                                             filter_mode=FlashFilter.Mode.SUPPRESS)
+            self._detector = ContentDetector(min_scene_len=min_len, filter_mode=FlashFilter.Mode.SUPPRESS,
+                                             luma_only=cfg.luma_only, **_threshold("threshold", cfg))
         elif cfg.detector == "adaptive":
             self._window = 2
-            self._detector = AdaptiveDetector(adaptive_threshold=threshold, min_scene_len=min_len,
-                                              window_width=self._window)
+            self._detector = AdaptiveDetector(min_scene_len=min_len, window_width=self._window,
+                                              luma_only=cfg.luma_only, **_threshold("adaptive_threshold", cfg))
         elif cfg.detector == "histogram":
-            self._detector = HistogramDetector(threshold=threshold, min_scene_len=min_len)
+            self._detector = HistogramDetector(min_scene_len=min_len, **_threshold("threshold", cfg))
             self._recorder = _Scores()
             self._detector.stats_manager = self._recorder
         else:
@@ -89,3 +85,8 @@ class SceneDetectDetector:
         around = [scores.get(index + d, 0.0) for d in range(-self._window, self._window + 1) if d]
         mean = sum(around) / len(around)
         return round(min(scores.get(index, 0.0) / mean, 255.0) if mean > 1e-5 else 255.0, 4)
+
+
+def _threshold(name: str, cfg: ShotConfig) -> dict[str, float]:
+    """The configured threshold under the detector's own argument name; none given: the library's default."""
+    return {} if cfg.threshold is None else {name: cfg.threshold}
