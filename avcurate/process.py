@@ -107,8 +107,10 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
 
         def take(frame: AVFrame, yuv: np.ndarray) -> None:
             nonlocal current, skip_until, transition_frames
-            cut = cuts.pop(frame.index, None)
-            if cut is not None:
+            # Normally a cut starts at the frame it is keyed on; one that started earlier (a detector that settled
+            # too soon) still ends the clip and its transition here rather than being lost.
+            for start in sorted(start for start in cuts if start <= frame.index):
+                cut = cuts.pop(start)
                 if current is not None:
                     close(cut.kind, frame.index, cut.score)
                 skip_until = max(skip_until, cut.index)

@@ -6,6 +6,7 @@ import dataclasses
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import skimage.data
 import torch
@@ -15,6 +16,7 @@ from avcurate.config import SHOT_DETECTORS, Config, ConfigError, ShotConfig
 from avcurate.model import Source
 from avcurate.process import process_source
 from avcurate.shots import SHOT, TRANSITION
+from avcurate.shots.dissolve import SPANS, DissolveFinder
 
 PHOTOS = Path(skimage.data.__file__).parent
 FPS = 25
@@ -96,3 +98,16 @@ def test_transnetv2_loads_a_local_state_dict(reel: Path, tmp_path: Path) -> None
 def test_an_unknown_detector_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown shots.detector 'magic'"):
         Config.from_dict({"shots": {"detector": "magic"}})
+
+
+def test_the_dissolve_finders_look_ahead_stays_bounded() -> None:
+    """A picture that blends without end (mechanics only) is closed off as transitions, not held in memory."""
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, size=(2, 3, 64, 64)).astype(np.float32)
+    finder = DissolveFinder()
+    cuts = []
+    for i in range(900):
+        share = abs((i % 40) - 20) / 20  # dissolves back and forth, one after another, 20 frames each
+        cuts += finder.push(i, (a + (b - a) * share).astype(np.uint8))
+        assert i + 1 - finder.settled <= 4 * max(SPANS) + max(SPANS) + 1
+    assert cuts and all(cut.kind == TRANSITION and cut.index - cut.start <= 4 * max(SPANS) + 1 for cut in cuts)

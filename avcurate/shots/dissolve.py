@@ -22,6 +22,7 @@ _MIN_CHANGE = 10.0  # mean abs change (0..255) between the span's ends: less is 
 _MAX_RESIDUAL = 0.25  # the mix fits within this share of that change (camera motion: 0.37 and more)
 _MAX_STEP = 0.4  # no single step holds more than this share of the change (else it is a hard cut)
 _MAX_FLATNESS = 0.8  # the middle frame's spatial variance, against the ends' mean: a blend is flatter than either
+_MAX_FRAMES = 4 * max(SPANS)  # a transition is closed at this length, so the look-ahead stays bounded
 _LOW, _HIGH = 0.05, 0.95  # a frame with less than 5 % of either shot in it belongs to the other
 
 
@@ -33,7 +34,7 @@ class DissolveFinder:
 
     @property
     def settled(self) -> int:
-        horizon = max(self._next - max(SPANS), 0)
+        horizon = max(self._next - max(SPANS) - 1, 0)  # the longest span's first frame
         return min(horizon, self._span[0]) if self._span else horizon
 
     def push(self, index: int, yuv: np.ndarray) -> list[Cut]:
@@ -47,7 +48,7 @@ class DissolveFinder:
             else:
                 cuts += self._close()
                 self._span = (first, last, score)
-        if self._span and self._span[1] < self._next - max(SPANS):
+        if self._span and (self._span[1] < self._next - max(SPANS) or self._next - self._span[0] > _MAX_FRAMES):
             cuts += self._close()
         return cuts
 
