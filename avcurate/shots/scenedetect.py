@@ -63,7 +63,10 @@ class SceneDetectDetector:
         return min(own, self._dissolves.settled) if self._dissolves else own
 
     def push(self, index: int, yuv: np.ndarray) -> list[Cut]:
-        bgr = cv2.cvtColor(np.ascontiguousarray(yuv.transpose(1, 2, 0)), cv2.COLOR_YUV2BGR)
+        # Every second sample of `half_yuv` (114x64 at the default size): on the edited reel and the music video
+        # (docs/benchmarks.md) it finds the same cuts as the half-size grid, at 40 % of the CPU.
+        small = yuv[:, ::2, ::2]
+        bgr = cv2.cvtColor(np.ascontiguousarray(small.transpose(1, 2, 0)), cv2.COLOR_YUV2BGR)
         cuts = self._detector.process_frame(FrameTimecode(index, self._fps), bgr)
         if self._recorder is None:
             self._content.append((index, float(self._detector._frame_score or 0.0)))
