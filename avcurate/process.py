@@ -48,7 +48,7 @@ class _OpenClip:
 
     def add(self, frame: AVFrame, yuv: np.ndarray, sample_every: int) -> None:
         self.writer.write(frame.video)
-        self.luma.append(yuv[0, ::2, ::2])
+        self.luma.append(np.ascontiguousarray(yuv[0, ::2, ::2]))  # a copy: a view would hold the whole frame
         self.audio.append(frame.audio)
         if (frame.index - self.first_index) % sample_every == 0:
             self.full_luma.append(luma(frame.video).copy())
