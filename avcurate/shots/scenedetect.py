@@ -16,16 +16,15 @@ from .base import Cut
 from .dissolve import DissolveFinder
 
 
-class _Scores:
-    """A stand-in for PySceneDetect's StatsManager that keeps each frame's score (the histogram detector
+class _LastScore:
+    """A stand-in for PySceneDetect's StatsManager that keeps the latest frame's score (the histogram detector
     reports its score only there). ContentDetector computes edge maps for a stats manager, so it gets none."""
 
-    def __init__(self) -> None:
-        self.by_frame: dict[int, float] = {}
+    last = 0.0
 
     def set_metrics(self, timecode: FrameTimecode, metrics: dict[str, float]) -> None:
         for value in metrics.values():
-            self.by_frame[timecode.frame_num] = 1.0 - value  # correlation -> difference, as its threshold reads
+            self.last = 1.0 - value  # correlation -> difference, as its threshold reads
 
 
 class SceneDetectDetector:
@@ -37,7 +36,7 @@ class SceneDetectDetector:
         min_len = max(1, round(cfg.min_shot_s * fps))
         self._fps = Fraction(fps).limit_denominator(1001)
         self._window = 0  # frames each side the adaptive ratio averages over
-        self._recorder: _Scores | None = None
+        self._recorder: _LastScore | None = None
         if cfg.detector == "content":
             # Suppress (not merge) cuts closer than min_len: decided on the frame itself, so no look-ahead.
             self._detector = ContentDetector(min_scene_len=min_len, filter_mode=FlashFilter.Mode.SUPPRESS,
@@ -48,12 +47,12 @@ class SceneDetectDetector:
                                               luma_only=cfg.luma_only, **_threshold("adaptive_threshold", cfg))
         elif cfg.detector == "histogram":
             self._detector = HistogramDetector(min_scene_len=min_len, **_threshold("threshold", cfg))
-            self._recorder = _Scores()
+            self._recorder = _LastScore()
             self._detector.stats_manager = self._recorder
         else:
             raise ValueError(f"unknown shot detector {cfg.detector!r}")
         self._behind = max(self._detector.event_buffer_length, self._window)
-        self._content: deque[tuple[int, float]] = deque(maxlen=2 * self._behind + 2 * self._window + 2)
+        self._content: deque[tuple[int, float]]  # recent frames' scores = deque(maxlen=2 * self._behind + 2 * self._window + 2)
         self._next = 0
         self._dissolves = DissolveFinder() if cfg.dissolves else None
 
@@ -68,8 +67,8 @@ class SceneDetectDetector:
         small = yuv[:, ::2, ::2]
         bgr = cv2.cvtColor(np.ascontiguousarray(small.transpose(1, 2, 0)), cv2.COLOR_YUV2BGR)
         cuts = self._detector.process_frame(FrameTimecode(index, self._fps), bgr)
-        if self._recorder is None:
-            self._content.append((index, float(self._detector._frame_score or 0.0)))
+        score = self._recorder.last if self._recorder else self._detector._frame_score
+        self._content.append((index, float(score or 0.0)))
         self._next = index + 1
         found = [Cut.hard(tc.frame_num, self._score(tc.frame_num)) for tc in cuts]
         return found + self._dissolves.push(index, yuv) if self._dissolves else found
@@ -79,8 +78,6 @@ class SceneDetectDetector:
         return self._dissolves.flush() if self._dissolves else []
 
     def _score(self, index: int) -> float:
-        if self._recorder is not None:
-            return round(self._recorder.by_frame.pop(index, 0.0), 4)
         scores = dict(self._content)
         if not self._window:
             return round(scores.get(index, 0.0), 4)
