@@ -52,7 +52,7 @@ class SceneDetectDetector:
         else:
             raise ValueError(f"unknown shot detector {cfg.detector!r}")
         self._behind = max(self._detector.event_buffer_length, self._window)
-        self._content: deque[tuple[int, float]]  # recent frames' scores = deque(maxlen=2 * self._behind + 2 * self._window + 2)
+        self._content: deque[tuple[int, float]] = deque(maxlen=2 * self._behind + 2 * self._window + 2)  # recent scores
         self._next = 0
         self._dissolves = DissolveFinder() if cfg.dissolves else None
 
