@@ -5,8 +5,9 @@ a linear mix of the frames at its ends. For each span of L frames ending at the 
 quarter frames are compared with that mix: a dissolve fits it closely; camera motion, which moves content
 rather than blending it, leaves a residual of the same order as the change itself; a hard cut puts all the
 change into one step. A blend of two different pictures is also flatter than either (its spatial variance
-dips mid-way, Alattar 1993), which smooth content in motion (a drifting gradient, a lighting change) is not. Where the fit holds, each frame's share `a` of B (its projection onto the A-to-B
-difference) marks the transition's frames: those with 0.05 < a < 0.95.
+dips mid-way, Alattar 1993), which smooth content in motion (a drifting gradient, a lighting change) is not.
+Where all of that holds, each frame's share `a` of B (its projection onto the A-to-B difference) marks the
+transition's frames: those with 0.05 < a < 0.95.
 """
 
 from __future__ import annotations
