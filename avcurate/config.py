@@ -37,22 +37,22 @@ class ClipConfig:
     max_s: float = 10.0
 
 
-SHOT_DETECTORS = ("adaptive", "content", "histogram", "transnetv2")
+SHOT_DETECTORS = ("luma", "adaptive", "content", "histogram", "transnetv2")
 
 
 @dataclass(frozen=True)
 class ShotConfig:
     """Which shot detector cuts the clips (`avcurate/shots/`), and its settings."""
 
-    # PySceneDetect's adaptive | content | histogram, or transnetv2 (learned). Measured on real footage
-    # (docs/benchmarks.md), adaptive on luma finds the most cuts with the fewest false ones.
-    detector: str = "adaptive"
-    threshold: float | None = None  # on the detector's own score; None: the detector's default
-    min_shot_s: float = 0.2  # PySceneDetect: a cut closer than this to the previous one is ignored
+    # luma (PySceneDetect's adaptive rule on the decoder's luma, vectorised), PySceneDetect's own adaptive |
+    # content | histogram, or transnetv2 (learned). Measured on real footage in docs/benchmarks.md.
+    detector: str = "luma"
+    threshold: float | None = None  # on the detector's own score; None: its default (luma 3, as adaptive)
+    min_shot_s: float = 0.2  # luma and PySceneDetect: a cut closer than this to the previous one is ignored
     # PySceneDetect adaptive/content: score luma change alone. Their default averages hue, saturation and luma
     # change, so a cut between black-and-white shots scores a third of the same change in colour.
     luma_only: bool = True
-    dissolves: bool = True  # PySceneDetect detectors: also find dissolves and fades (avcurate/shots/dissolve.py)
+    dissolves: bool = True  # luma and PySceneDetect: also find dissolves and fades (avcurate/shots/dissolve.py)
     min_transition_frames: int = 3  # TransNetV2: a boundary this many frames long is a gradual transition
     weights: str | None = None  # TransNetV2: a state dict to load; None: the weights the package ships
     device: str = "auto"  # TransNetV2: cuda when there is one, else cpu

@@ -25,7 +25,7 @@ from .probe import check_decodable, open_container, probe_container
 from .sandbox import Sandbox, SourceFailure
 from .scorers import build_scorers
 from .scorers.base import ClipSignals
-from .shots import Cut, build_detector, half_yuv
+from .shots import Cut, build_detector, quarter_yuv
 
 
 def probe_source(uri: str) -> ProbeInfo:
@@ -48,7 +48,7 @@ class _OpenClip:
 
     def add(self, frame: AVFrame, yuv: np.ndarray, sample_every: int) -> None:
         self.writer.write(frame.video)
-        self.luma.append(np.ascontiguousarray(yuv[0, ::2, ::2]))  # a copy: a view would hold the whole frame
+        self.luma.append(np.ascontiguousarray(yuv[0]))  # a copy: a view would hold the chroma planes too
         self.audio.append(frame.audio)
         if (frame.index - self.first_index) % sample_every == 0:
             self.full_luma.append(luma(frame.video).copy())
@@ -129,7 +129,7 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
             for frame in decoder:
                 # The whole source's audio goes to scratch so a sync correction can shift any clip's audio.
                 audio_file.write(np.ascontiguousarray(frame.audio.T))
-                yuv = half_yuv(frame.video)
+                yuv = quarter_yuv(frame.video)
                 lookahead.append((frame, yuv))
                 note_cuts(detector.push(frame.index, yuv))
                 while lookahead and lookahead[0][0].index < detector.settled:

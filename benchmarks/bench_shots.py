@@ -55,7 +55,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 RESULTS = HERE / "results" / "2026-11-26" / "bench_shots.json"
 TOL = 2
-AVCURATE_DETECTORS = ("content", "adaptive", "histogram", "transnetv2")
+AVCURATE_DETECTORS = ("luma", "adaptive", "content", "histogram", "transnetv2")
 PYSCENEDETECT_DETECTORS = ("ContentDetector", "AdaptiveDetector", "HistogramDetector")
 # Music video: hard cuts TransNetV2 misses, each checked by eye on frames c-2..c+1 (a different shot from frame c
 # on). The candidates were every content/adaptive/transnetv2 cut that TransNetV2 lacked; four were not cuts (2667
@@ -260,7 +260,7 @@ def run_avcurate(path: Path, fps: Fraction, detectors: list[str]) -> dict[str, A
     from avcurate.config import DecodeConfig, ShotConfig
     from avcurate.decode import AlignedDecoder
     from avcurate.probe import open_container
-    from avcurate.shots import build_detector, half_yuv
+    from avcurate.shots import build_detector, quarter_yuv
 
     # threads=1: as the pipeline builds them (decode.threads, one per worker); TransNetV2 then runs on 1 torch thread.
     dets = {name: build_detector(ShotConfig(detector=name), fps=float(fps), threads=1) for name in detectors}
@@ -272,7 +272,7 @@ def run_avcurate(path: Path, fps: Fraction, detectors: list[str]) -> dict[str, A
         decoder = AlignedDecoder(container, DecodeConfig(fps=float(fps)))
         for frame in decoder:
             t = time.process_time()
-            small = half_yuv(frame.video)
+            small = quarter_yuv(frame.video)
             prep_cpu += time.process_time() - t
             for name, det in dets.items():
                 t = time.process_time()
@@ -289,7 +289,7 @@ def run_avcurate(path: Path, fps: Fraction, detectors: list[str]) -> dict[str, A
     out = {
         "n_frames": n, "decoded_size": list(size or ()), "input_minutes": round(minutes, 4),
         "decode_and_all_detectors_cpu_s": round(total_cpu, 3), "wall_s": round(time.perf_counter() - w0, 3),
-        "half_yuv_cpu_s_per_min": round(prep_cpu / minutes, 3), "detectors": {},
+        "quarter_yuv_cpu_s_per_min": round(prep_cpu / minutes, 3), "detectors": {},
     }
     for name in detectors:
         found = [{"index": int(c.index), "start": int(c.start), "kind": c.kind, "score": round(float(c.score), 4)}

@@ -45,11 +45,12 @@ class ShotDetector(Protocol):
     def flush(self) -> list[Cut]: ...
 
 
-def half_yuv(frame: av.VideoFrame) -> np.ndarray:
-    """Y, U and V of a yuv420p frame on one grid half the frame's size, uint8 [3, ceil(h/2), ceil(w/2)].
+def quarter_yuv(frame: av.VideoFrame) -> np.ndarray:
+    """Y, U and V of a yuv420p frame on one grid a quarter of the frame's size, uint8 [3, ceil(h/4), ceil(w/4)].
 
-    Every 2nd luma sample and the chroma planes as they are: about 256 pixels wide at the default output size,
-    the width PySceneDetect scales its input to by default, and enough for TransNetV2's 48x27.
+    Every 4th luma sample and every 2nd chroma sample: 114x64 at the default output size, what the shot detectors
+    and the scorers look at. PySceneDetect finds the same cuts on it as on a grid twice as fine (docs/benchmarks.md),
+    and TransNetV2 needs only 48x27.
     """
     y, u, v = (plane(frame, i) for i in range(3))
-    return np.stack((y[::2, ::2][: u.shape[0], : u.shape[1]], u, v))
+    return np.stack((y[::4, ::4], u[::2, ::2], v[::2, ::2]))

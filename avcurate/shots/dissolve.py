@@ -39,7 +39,7 @@ class DissolveFinder:
         return min(horizon, self._span[0]) if self._span else horizon
 
     def push(self, index: int, yuv: np.ndarray) -> list[Cut]:
-        self._frames.append((index, yuv[:, ::4, ::4].astype(np.float32)))
+        self._frames.append((index, yuv[:, ::2, ::2].astype(np.float32)))
         self._next = index + 1
         found = [span for span in map(self._fit, SPANS) if span is not None]
         cuts: list[Cut] = []

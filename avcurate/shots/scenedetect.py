@@ -1,4 +1,4 @@
-"""PySceneDetect's detectors, fed the decoder's frames (no second decode): the CPU default."""
+"""PySceneDetect's own detectors, fed the decoder's frames (no second decode)."""
 
 from __future__ import annotations
 
@@ -62,10 +62,7 @@ class SceneDetectDetector:
         return min(own, self._dissolves.settled) if self._dissolves else own
 
     def push(self, index: int, yuv: np.ndarray) -> list[Cut]:
-        # Every second sample of `half_yuv` (114x64 at the default size): on the edited reel and the music video
-        # (docs/benchmarks.md) it finds the same cuts as the half-size grid, at 40 % of the CPU.
-        small = yuv[:, ::2, ::2]
-        bgr = cv2.cvtColor(np.ascontiguousarray(small.transpose(1, 2, 0)), cv2.COLOR_YUV2BGR)
+        bgr = cv2.cvtColor(np.ascontiguousarray(yuv.transpose(1, 2, 0)), cv2.COLOR_YUV2BGR)
         cuts = self._detector.process_frame(FrameTimecode(index, self._fps), bgr)
         score = self._recorder.last if self._recorder else self._detector._frame_score
         self._content.append((index, float(score or 0.0)))

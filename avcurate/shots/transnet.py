@@ -53,7 +53,7 @@ def load_model(weights: str | None, device: str) -> object:
 
 
 def model_input(yuv: np.ndarray) -> np.ndarray:
-    """A `half_yuv` frame as the model's uint8 RGB [27, 48, 3]."""
+    """A `quarter_yuv` frame as the model's uint8 RGB [27, 48, 3]."""
     rgb = cv2.cvtColor(np.ascontiguousarray(yuv.transpose(1, 2, 0)), cv2.COLOR_YUV2RGB)
     return cv2.resize(rgb, INPUT_SIZE, interpolation=cv2.INTER_AREA)
 
