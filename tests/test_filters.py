@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from avcurate.config import Config, ConfigError, FilterRule, SyncCorrectionConfig
@@ -81,3 +83,9 @@ def test_config_errors_name_the_cause() -> None:
 def test_config_hash_is_stable_and_sensitive() -> None:
     assert Config.from_dict({"decode": {"fps": 25}}).hash == Config().hash
     assert Config.from_dict({"decode": {"fps": 30}}).hash != Config().hash
+
+
+def test_the_documented_default_config_is_the_default() -> None:
+    """pipelines/configs/default.yaml lists every key with its default: it must not drift from the code."""
+    documented = Config.load(Path(__file__).parent.parent / "pipelines" / "configs" / "default.yaml")
+    assert documented == Config() and documented.hash == Config().hash
