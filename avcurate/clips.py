@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from .config import ClipConfig
-from .shots import SHOT, TRANSITION
 
 MAX_LENGTH = "max_length"
 END = "end"
-END_REASONS = (SHOT, TRANSITION, MAX_LENGTH, END)
 
 
 class Segmenter:

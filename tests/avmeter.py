@@ -242,16 +242,13 @@ def ffmpeg_fps(src: str | Path, dst: str | Path, fps: int = 25) -> Path:
     return Path(dst)
 
 
-def rounding_bias_ms(times: list[Fraction], fps: int = 25, ties: str = "even") -> float:
-    """Mean of (t - slot time) over the events when each goes to slot round(t * fps).
+def rounding_bias_ms(times: list[Fraction], fps: int = 25) -> float:
+    """Mean of (t - slot time) over the events when each goes to slot round(t * fps), ties to the even slot.
 
-    What an output following the rule carries on top of the source's offset: ~0 where event phases are varied.
-    A tie (a frame exactly between two output instants, e.g. a 50 fps source's odd frames) goes to the even slot
-    under avcurate's rule (`ties="even"`) and always to the later one under FFmpeg's (`ties="up"`), which shows
-    all of those pictures 1/(2 fps) late.
+    What an output following avcurate's rule carries on top of the source's offset: ~0 where event phases are
+    varied. FFmpeg's `fps` filter sends every tie (a frame exactly between two output instants, e.g. a 50 fps
+    source's odd frames) to the later slot instead, which shows all of those pictures 1/(2 fps) late.
     """
     if not times:
         return 0.0
-    def slot(t: Fraction) -> int:
-        return round(t * fps) if ties == "even" else math.floor(t * fps + Fraction(1, 2))
-    return float(np.mean([float(t - Fraction(slot(t), fps)) for t in times])) * 1000.0
+    return float(np.mean([float(t - Fraction(round(t * fps), fps)) for t in times])) * 1000.0

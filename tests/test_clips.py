@@ -12,7 +12,8 @@ import pytest
 
 import skimage.data
 
-from avcurate.clips import END, MAX_LENGTH, SHOT
+from avcurate.clips import END, MAX_LENGTH
+from avcurate.shots import SHOT
 from avcurate.config import SHOT_DETECTORS, Config, ShotConfig
 from avcurate.model import KEPT, Source
 from avcurate.process import process_source
