@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..config import ShotConfig
 from .base import SHOT, TRANSITION, Cut, ShotDetector, quarter_yuv
+from .dissolve import WithDissolves
 
 
 def build_detector(cfg: ShotConfig, fps: float, threads: int = 1) -> ShotDetector:
@@ -17,13 +18,16 @@ def build_detector(cfg: ShotConfig, fps: float, threads: int = 1) -> ShotDetecto
         from .transnet import TransNetV2Detector  # imports torch: only where it is asked for
 
         return TransNetV2Detector(cfg, fps, threads)
+    detector: ShotDetector
     if cfg.detector == "luma":
         from .luma import LumaAdaptiveDetector
 
-        return LumaAdaptiveDetector(cfg, fps)
-    from .scenedetect import SceneDetectDetector
+        detector = LumaAdaptiveDetector(cfg, fps)
+    else:
+        from .scenedetect import SceneDetectDetector
 
-    return SceneDetectDetector(cfg, fps)
+        detector = SceneDetectDetector(cfg, fps)
+    return WithDissolves(detector) if cfg.dissolves else detector
 
 
 __all__ = ["SHOT", "TRANSITION", "Cut", "ShotDetector", "build_detector", "quarter_yuv"]

@@ -31,7 +31,8 @@ class Cut:
 class ShotDetector(Protocol):
     """Frames go in one at a time, in order; cuts come out once they are certain.
 
-    A detector may need frames after a cut to decide on it (PySceneDetect's flash filter, TransNetV2's window):
+    A detector may need frames after a cut to decide on it (the adaptive rule's window, a dissolve's span,
+    TransNetV2's window):
     `settled` is the first frame whose cut decision is not final yet. Frames before it can be cut and encoded.
     """
 

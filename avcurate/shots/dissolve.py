@@ -16,7 +16,7 @@ from collections import deque
 
 import numpy as np
 
-from .base import TRANSITION, Cut
+from .base import TRANSITION, Cut, ShotDetector
 
 SPANS = (8, 16, 32)  # frames: dissolves of about 0.3 to 1.3 s at 25 fps, longer ones seen as their parts
 _MIN_CHANGE = 10.0  # mean abs change (0..255) between the span's ends: less is too little to tell
@@ -30,7 +30,7 @@ _LOW, _HIGH = 0.05, 0.95  # a frame with less than 5 % of either shot in it belo
 class DissolveFinder:
     def __init__(self) -> None:
         self._frames: deque[tuple[int, np.ndarray]] = deque(maxlen=max(SPANS) + 1)
-        self._span: tuple[int, int, float] | None = None  # (first, last) frame of the transition being followed
+        self._span: tuple[int, int, float] | None = None  # (first, last frame, best fit) of the open transition
         self._next = 0
 
     @property
@@ -84,6 +84,24 @@ class DissolveFinder:
             return None
         first_index = self._frames[-length - 1][0]
         return first_index + inside[0], first_index + inside[-1], 1.0 - residual / change
+
+
+class WithDissolves:
+    """A hard-cut detector and a `DissolveFinder` over the same frames, as one detector (`shots.dissolves`)."""
+
+    def __init__(self, detector: ShotDetector) -> None:
+        self.detector, self.dissolves = detector, DissolveFinder()
+        self.name = detector.name
+
+    @property
+    def settled(self) -> int:
+        return min(self.detector.settled, self.dissolves.settled)
+
+    def push(self, index: int, yuv: np.ndarray) -> list[Cut]:
+        return self.detector.push(index, yuv) + self.dissolves.push(index, yuv)
+
+    def flush(self) -> list[Cut]:
+        return self.detector.flush() + self.dissolves.flush()
 
 
 def _variance(frame: np.ndarray) -> float:

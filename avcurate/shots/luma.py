@@ -16,7 +16,6 @@ import numpy as np
 
 from ..config import ShotConfig
 from .base import Cut
-from .dissolve import DissolveFinder
 
 WINDOW = 2  # frames each side whose scores the candidate's is compared with (PySceneDetect's window_width)
 _THRESHOLD = 3.0  # PySceneDetect's adaptive_threshold
@@ -33,12 +32,10 @@ class LumaAdaptiveDetector:
         self._scores: deque[tuple[int, float]] = deque(maxlen=2 * WINDOW + 1)
         self._last_cut = 0
         self._next = 0
-        self._dissolves = DissolveFinder() if cfg.dissolves else None
 
     @property
     def settled(self) -> int:
-        own = max(self._next - WINDOW, 0)
-        return min(own, self._dissolves.settled) if self._dissolves else own
+        return max(self._next - WINDOW, 0)
 
     def push(self, index: int, yuv: np.ndarray) -> list[Cut]:
         luma = yuv[0].astype(np.int16)
@@ -46,12 +43,11 @@ class LumaAdaptiveDetector:
         self._previous = luma
         self._scores.append((index, score))
         self._next = index + 1
-        cuts = self._decide()
-        return cuts + self._dissolves.push(index, yuv) if self._dissolves else cuts
+        return self._decide()
 
     def flush(self) -> list[Cut]:
         self._next += WINDOW  # the last frames never have neighbours on both sides: no cut there, as in the library
-        return self._dissolves.flush() if self._dissolves else []
+        return []
 
     def _decide(self) -> list[Cut]:
         if len(self._scores) < 2 * WINDOW + 1:

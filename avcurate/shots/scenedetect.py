@@ -13,7 +13,6 @@ from scenedetect.detector import FlashFilter
 
 from ..config import ShotConfig
 from .base import Cut
-from .dissolve import DissolveFinder
 
 
 class _LastScore:
@@ -28,8 +27,7 @@ class _LastScore:
 
 
 class SceneDetectDetector:
-    """`content` (luma or HSV change), `adaptive` (the same against its neighbours') or `histogram` (luma histogram),
-    with gradual transitions from `DissolveFinder` (`shots.dissolves`)."""
+    """`content` (luma or HSV change), `adaptive` (the same against its neighbours') or `histogram` (luma histogram)."""
 
     def __init__(self, cfg: ShotConfig, fps: float) -> None:
         self.name = cfg.detector
@@ -54,12 +52,10 @@ class SceneDetectDetector:
         self._behind = max(self._detector.event_buffer_length, self._window)
         self._content: deque[tuple[int, float]] = deque(maxlen=2 * self._behind + 2 * self._window + 2)  # recent scores
         self._next = 0
-        self._dissolves = DissolveFinder() if cfg.dissolves else None
 
     @property
     def settled(self) -> int:
-        own = max(self._next - self._behind, 0)
-        return min(own, self._dissolves.settled) if self._dissolves else own
+        return max(self._next - self._behind, 0)
 
     def push(self, index: int, yuv: np.ndarray) -> list[Cut]:
         bgr = cv2.cvtColor(np.ascontiguousarray(yuv.transpose(1, 2, 0)), cv2.COLOR_YUV2BGR)
@@ -67,12 +63,11 @@ class SceneDetectDetector:
         score = self._recorder.last if self._recorder else self._detector._frame_score
         self._content.append((index, float(score or 0.0)))
         self._next = index + 1
-        found = [Cut.hard(tc.frame_num, self._score(tc.frame_num)) for tc in cuts]
-        return found + self._dissolves.push(index, yuv) if self._dissolves else found
+        return [Cut.hard(tc.frame_num, self._score(tc.frame_num)) for tc in cuts]
 
     def flush(self) -> list[Cut]:
         self._next += self._behind  # nothing is pending inside PySceneDetect's detectors at the end
-        return self._dissolves.flush() if self._dissolves else []
+        return []
 
     def _score(self, index: int) -> float:
         scores = dict(self._content)
