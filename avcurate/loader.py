@@ -19,15 +19,23 @@ Every sample comes out as a dict:
 
 Splitting: the shard list (shuffled per epoch with a seed every rank shares) is dealt round-robin over
 all `world_size * num_workers` (rank, worker) readers, so each shard is read by exactly one of them.
-With fewer shards than readers, the readers left without a shard yield nothing (and warn): every
-sample is still seen exactly once, but ranks see unequal counts, which stalls DDP's collective steps.
-Use at least `world_size * num_workers` shards (better, many more), or `resample=True`, which makes
-each reader draw shards with replacement forever (train for a fixed number of steps then).
+
+By default each sample is seen exactly once per epoch, but ranks see unequal counts (shards hold unequal
+numbers of clips, and a reader left without a shard yields nothing), which stalls DDP's collective steps.
+For distributed training set `samples_per_rank`: every rank then yields exactly that many samples per
+epoch, split evenly over its DataLoader workers. Each reader fills its quota by cycling its shards (wrapping
+around to repeat samples when they run short, stopping early when they hold more; a reader without a shard
+of its own reads shard `reader % shards`), so the count holds whatever clips `clip_seconds` or `on_error`
+skip. Every sample is seen at least once when the quota covers each reader's share: e.g. `num_workers *
+ceil(shards / readers) * clips_per_shard`, or simply the index's kept clips / `world_size` when there are
+many shards. With `resample=True` readers draw shards with replacement instead: without `samples_per_rank`
+forever (train for a fixed number of steps), with it a fixed-length epoch.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import random
@@ -302,7 +310,10 @@ class AVClipDataset(IterableDataset):
         shuffle_buffer: shuffle samples through a buffer this big (undecoded mp4s are buffered); 0 keeps order.
         seed: seeds the shard order, the buffer and the windows; runs with the same seed and epoch agree.
         decode_audio, decode_video: leave a stream out (its key is then absent from the sample).
-        resample: draw shards with replacement forever instead of reading each once per epoch.
+        resample: draw shards with replacement instead of reading each once per epoch (forever, unless
+            `samples_per_rank` bounds the epoch).
+        samples_per_rank: yield exactly this many samples per epoch on every rank (summed over its
+            DataLoader workers), cycling or cutting short each reader's shards; None reads each shard once.
         rank, world_size: this process's place among distributed readers; both or neither. Defaults to
             torch.distributed's when it is initialised when the dataset is built, else (0, 1). Every rank
             must use the same shard list, seed and number of DataLoader workers.
@@ -324,6 +335,7 @@ class AVClipDataset(IterableDataset):
         decode_audio: bool = True,
         decode_video: bool = True,
         resample: bool = False,
+        samples_per_rank: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
         on_error: OnError = "raise",
@@ -340,7 +352,10 @@ class AVClipDataset(IterableDataset):
         self.seed = seed
         self.decode_audio = decode_audio
         self.decode_video = decode_video
+        if samples_per_rank is not None and samples_per_rank < 0:
+            raise ValueError(f"samples_per_rank must be >= 0, not {samples_per_rank}")
         self.resample = resample
+        self.samples_per_rank = samples_per_rank
         self.rank, self.world_size = _resolve_rank(rank, world_size)
         self.on_error = on_error
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -356,30 +371,57 @@ class AVClipDataset(IterableDataset):
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         reader, readers = self.rank * num_workers + worker_id, self.world_size * num_workers
-        epoch = self.epoch
-        raws = (raw for url in self._shards(reader, readers, epoch) for raw in self._read(url))
-        buffer_rng = random.Random(f"buffer:{self.seed}:{epoch}:{reader}")
+        samples = self._samples(reader, readers, self.epoch)
+        if self.samples_per_rank is None:
+            yield from samples
+        else:
+            yield from itertools.islice(samples, _worker_share(self.samples_per_rank, worker_id, num_workers))
+
+    def _samples(self, reader: int, readers: int, epoch: int) -> Iterator[Sample]:
+        """This reader's samples: its shards once, or (with `samples_per_rank`) lap after lap, without end."""
+        if self.resample:
+            yield from self._lap(self._drawn_shards(reader, epoch), reader, epoch, lap=0)
+            return
+        shards = self._shard_share(reader, readers, epoch)
+        for lap in itertools.count():
+            yielded = 0
+            for sample in self._lap(shards, reader, epoch, lap):
+                yielded += 1
+                yield sample
+            if self.samples_per_rank is None:
+                return
+            if not yielded:  # another lap would yield nothing too: fail instead of spinning for ever
+                raise ShardError(f"reader {reader} of {readers} (rank {self.rank}) got no usable sample from "
+                                 f"{shards}, so it cannot fill samples_per_rank={self.samples_per_rank}")
+
+    def _lap(self, shards: Iterable[str], reader: int, epoch: int, lap: int) -> Iterator[Sample]:
+        raws = (raw for url in shards for raw in self._read(url))
+        buffer_rng = random.Random(f"buffer:{self.seed}:{epoch}:{reader}:{lap}")
         for raw in _shuffled(raws, self.shuffle_buffer, buffer_rng):
             sample = self._guarded(raw.shard, raw.key, lambda: self._sample(raw, epoch))
             if sample is not None:
                 yield sample
 
-    def _shards(self, reader: int, readers: int, epoch: int) -> Iterator[str]:
-        """This reader's shards: its round-robin share of the epoch's order, or endless draws."""
-        if self.resample:
-            rng = random.Random(f"resample:{self.seed}:{epoch}:{reader}")
-            while True:
-                yield rng.choice(self.urls)
+    def _drawn_shards(self, reader: int, epoch: int) -> Iterator[str]:
+        rng = random.Random(f"resample:{self.seed}:{epoch}:{reader}")
+        while True:
+            yield rng.choice(self.urls)
+
+    def _shard_share(self, reader: int, readers: int, epoch: int) -> list[str]:
+        """This reader's round-robin share of the epoch's shard order."""
         order = list(self.urls)
         if self.shuffle_shards:
             random.Random(f"shards:{self.seed}:{epoch}").shuffle(order)  # same order on every reader
         mine = order[reader::readers]
-        if not mine:
-            warnings.warn(
-                f"reader {reader} of {readers} (rank {self.rank}) gets no shard: {len(order)} shards for "
-                f"{readers} rank x worker readers; it yields nothing"
-            )
-        yield from mine
+        if mine:
+            return mine
+        if self.samples_per_rank is not None:  # it must still fill its quota: borrow a shard
+            return [order[reader % len(order)]]
+        warnings.warn(
+            f"reader {reader} of {readers} (rank {self.rank}) gets no shard: {len(order)} shards for "
+            f"{readers} rank x worker readers; it yields nothing"
+        )
+        return []
 
     def _read(self, url: str) -> Iterator[_Raw]:
         try:
@@ -433,6 +475,11 @@ class AVClipDataset(IterableDataset):
             return None
         first = random.Random(f"window:{self.seed}:{epoch}:{raw.key}").randrange(total - n + 1)
         return _Window(first, n, fps)
+
+
+def _worker_share(total: int, worker: int, workers: int) -> int:
+    """Worker `worker`'s part of `total` samples: the parts differ by at most one and sum to `total`."""
+    return total // workers + (worker < total % workers)
 
 
 def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -226,6 +226,53 @@ def test_fewer_shards_than_readers(shards: Shards) -> None:
         assert _keys(AVClipDataset(shards.url(CLIPS), rank=3, world_size=4, decode_video=False)) == []
 
 
+@pytest.fixture(scope="session")
+def uneven(shards: Shards) -> str:
+    """uneven-000000..000002.tar holding 8, 8 and 4 samples, as the demo's shards do."""
+    reused = itertools.cycle(shards.clips.values())
+    keys = (f"{0xC000 + n:016x}-00000" for n in itertools.count())
+    for s, count in enumerate([8, 8, 4]):
+        batch = [(mp4, {**meta, "key": next(keys)}) for mp4, meta in itertools.islice(reused, count)]
+        write_shard(shards.root / f"uneven-{s:06d}.tar", [_sample(mp4, meta) for mp4, meta in batch])
+    return shards.url("uneven-{000000..000002}.tar")
+
+
+def _rank_keys(urls: str, world_size: int, num_workers: int, **kwargs) -> list[list[str]]:
+    """The keys each simulated rank yields in epoch 1."""
+    per_rank = []
+    for rank in range(world_size):
+        loader = make_loader(urls, num_workers=num_workers, rank=rank, world_size=world_size, seed=5,
+                             decode_video=False, decode_audio=False, **kwargs)  # fmt: skip
+        loader.dataset.set_epoch(1)
+        per_rank.append([sample["key"] for sample in loader])
+    return per_rank
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_every_rank_yields_the_same_count_and_all_samples(uneven: str, world_size: int, num_workers: int) -> None:
+    every_key = set(_keys(AVClipDataset(uneven, decode_video=False, decode_audio=False)))
+    # 16 covers any reader's share here: a whole 8-clip shard per worker, or two shards (16) on one reader.
+    per_rank = _rank_keys(uneven, world_size, num_workers, samples_per_rank=16, shuffle_buffer=4)
+    assert [len(keys) for keys in per_rank] == [16] * world_size
+    assert set().union(*per_rank) == every_key and len(every_key) == 20
+    # Clips skipped for being shorter than clip_seconds do not unbalance the ranks: they are made up by cycling.
+    skipping = _rank_keys(uneven, world_size, num_workers, samples_per_rank=6, clip_seconds=2.4)
+    assert [len(keys) for keys in skipping] == [6] * world_size
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_resampled_epochs_have_a_fixed_length_per_rank(uneven: str, world_size: int) -> None:
+    per_rank = _rank_keys(uneven, world_size, 2, samples_per_rank=7, resample=True)
+    assert [len(keys) for keys in per_rank] == [7] * world_size
+
+
+def test_a_reader_that_can_never_fill_its_quota_fails(shards: Shards) -> None:
+    dataset = AVClipDataset(shards.url(CLIPS), samples_per_rank=4, clip_seconds=60.0, decode_video=False)
+    with pytest.raises(ShardError, match="cannot fill samples_per_rank=4"):
+        _keys(dataset)
+
+
 def test_persistent_workers_follow_set_epoch(shards: Shards) -> None:
     def keys(loader: torch.utils.data.DataLoader) -> list[str]:
         return [key for batch in loader for key in batch["key"]]
