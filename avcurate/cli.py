@@ -15,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from .beam.pipeline import LOCAL, pipeline_options, run
 from .config import Config, ConfigError
 from .fsutil import delete_tree, is_local
-from .ingest import IngestError, expand_inputs
+from .ingest import IngestError, check_inputs
 from .summary import format_summary, summarize
 
 
@@ -66,14 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     FileSystems.set_options(pipeline_options(args.runner, args.workers, beam_args))
     try:
         cfg = Config.load(args.config)
-        sources = expand_inputs(args.input)
+        inputs = check_inputs(args.input)
     except (ConfigError, IngestError, OSError) as e:
         print(f"avcurate: {e}", file=sys.stderr)
         return 2
     output = args.output.rstrip("/")
     if not _prepare_output(output, args.overwrite):
         return 2
-    report = run(sources, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args)
+    report = run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args)
     if args.runner != LOCAL:
         # Beam stops the job servers it started (a Prism runner process, for one) in exit handlers, which
         # exit_after skips; the local runner starts none.

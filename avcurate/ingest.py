@@ -5,6 +5,12 @@ pipeline decodes in a sandbox with timeouts. Remote inputs go through Beam's Fil
 filesystem Beam has a plugin for works, with Beam's glob syntax ('*' within one folder, '**' across
 folders). A path that does not exist is kept as a Source, so the run records a "not found" failure
 against it instead of silently shrinking the dataset.
+
+Listing is split so a run's job description carries only the user's input strings: `check_inputs` runs in
+the launcher and only checks, cheaply, that each input can be listed (a glob matches, a folder holds a
+video, a manifest exists and has a `uri` column and a first row); `plan_input` (matching, walking folders)
+and `read_manifest_part` (a manifest's rows, one Parquet row group at a time) run on the pipeline's
+workers. `expand_inputs` does all of it in one process, for library use.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import math
 import os
 import posixpath
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
 import pyarrow as pa
@@ -46,6 +53,18 @@ class IngestError(ValueError):
     """An input that cannot be listed: says which input, and how to fix it."""
 
 
+@dataclass(frozen=True)
+class ManifestPart:
+    """What one worker reads of a manifest: the whole file, or one Parquet row group."""
+
+    uri: str
+    row_group: int | None = None
+    first_row: int = 1  # the manifest row number of the part's first row, for messages
+
+
+Listed = str | ManifestPart  # what planning an input gives: a video uri, or manifest rows still to read
+
+
 def expand_inputs(inputs: Iterable[str]) -> list[Source]:
     """Sources for every input, sorted by uri and de-duplicated.
 
@@ -54,17 +73,53 @@ def expand_inputs(inputs: Iterable[str]) -> list[Source]:
     a manifest (.csv, .parquet, .jsonl/.ndjson, .json as lines or an array) with a `uri` column, other
     columns carried into `Source.meta`. A uri listed twice keeps the first meta value of each key.
     """
+    metas: dict[str, list[Meta]] = {}
+    for raw in check_inputs(inputs):
+        for item in plan_input(raw):
+            for uri, meta in list_item(item):
+                metas.setdefault(uri, []).append(meta)
+    return [Source.from_uri(uri, merge_metas(metas[uri])) for uri in sorted(metas)]
+
+
+def check_inputs(inputs: Iterable[str]) -> list[str]:
+    """The inputs, local paths made absolute, once each is known to be listable; IngestError otherwise.
+
+    Cheap: a glob's first match, a folder's first video, a manifest's header or footer; nothing is listed
+    whole, so the launcher's work does not grow with the dataset.
+    """
     if isinstance(inputs, str):
-        raise TypeError("expand_inputs takes a list of inputs, not a single string")
-    merged: dict[str, Meta] = {}
-    for raw in inputs:
-        for uri, meta in _expand_one(raw):
-            known = merged.setdefault(uri, {})
-            for key, value in meta.items():
-                known.setdefault(key, value)
-    if not merged:
+        raise TypeError("inputs must be a list of inputs, not a single string")
+    checked = [_check_one(raw) for raw in inputs]
+    if not checked:
         raise IngestError("no inputs given: name video files, folders, globs or manifests")
-    return [Source.from_uri(uri, merged[uri]) for uri in sorted(merged)]
+    return checked
+
+
+def plan_input(raw: str) -> Iterator[Listed]:
+    """What one input names, in listing order: video uris, and the manifest parts still to read."""
+    if not raw or not raw.strip():
+        raise IngestError("an input is empty: name a video file, folder, glob or manifest")
+    if is_remote(raw):
+        yield from _expand_remote(raw)
+    else:
+        yield from _expand_local(raw)
+
+
+def list_item(item: Listed) -> Iterator[tuple[str, Meta]]:
+    """(uri, meta) of a planned item: a video uri as is, a manifest part's rows."""
+    if isinstance(item, ManifestPart):
+        yield from read_manifest_part(item)
+    else:
+        yield item, {}
+
+
+def merge_metas(metas: Iterable[Meta]) -> Meta:
+    """One uri's metas, in listing order, merged: the first value of each key wins."""
+    merged: Meta = {}
+    for meta in metas:
+        for key, value in meta.items():
+            merged.setdefault(key, value)
+    return merged
 
 
 def open_uri(uri: str, mode: str = "rb") -> IO[bytes]:
@@ -104,84 +159,107 @@ def _local_path(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def _expand_one(raw: str) -> Iterator[tuple[str, Meta]]:
+def _check_one(raw: str) -> str:
     if not raw or not raw.strip():
         raise IngestError("an input is empty: name a video file, folder, glob or manifest")
     if is_remote(raw):
-        yield from _expand_remote(raw)
-    else:
-        yield from _expand_local(raw)
-
-
-def _expand_local(raw: str) -> Iterator[tuple[str, Meta]]:
+        _check_remote(raw)
+        return raw
     path = _local_path(raw)
     if os.path.isdir(path):
-        yield from _scan_local_folder(path, raw)
+        next(_local_videos(path, raw))
+    elif os.path.lexists(path):
+        if _is_manifest_name(path):
+            _check_manifest(path)
+    elif _has_glob(raw):
+        _match(path, raw, limit=1)
+    elif _is_manifest_name(path):
+        raise IngestError(f"manifest {raw!r} not found (looked for {path})")
+    return path
+
+
+def _check_remote(uri: str) -> None:
+    if _has_glob(uri):
+        _match(uri, uri, limit=1)
+    elif uri.endswith("/"):
+        next(_remote_folder(uri, uri))
+    elif _remote_exists(uri):
+        if _is_manifest_name(uri):
+            _check_manifest(uri)
+    elif _is_manifest_name(uri):
+        raise IngestError(f"manifest {uri!r} not found (check the path and your credentials for its filesystem)")
+
+
+def _expand_local(raw: str) -> Iterator[Listed]:
+    path = _local_path(raw)
+    if os.path.isdir(path):
+        yield from _local_videos(path, raw)
     elif os.path.lexists(path):  # lexists: a broken symlink is reported by the pipeline, not dropped here
-        yield from _read_manifest(path) if _is_manifest_name(path) else [(path, {})]
+        yield from _manifest_parts(path) if _is_manifest_name(path) else [path]
     elif _has_glob(raw):
         yield from _expand_glob(path, raw)
     elif _is_manifest_name(path):
         raise IngestError(f"manifest {raw!r} not found (looked for {path})")
     else:
-        yield path, {}
+        yield path
 
 
-def _scan_local_folder(folder: str, raw: str) -> Iterator[tuple[str, Meta]]:
+def _local_videos(folder: str, raw: str) -> Iterator[str]:
+    """Every video under the folder, lazily (checking needs only the first); IngestError if there is none."""
+
     # Walked directly rather than through FileSystems.match: Beam patterns cannot quote metacharacters,
     # so a folder named e.g. "[raw]" would not match itself.
     def fail(err: OSError) -> None:
         raise IngestError(f"cannot list folder {raw!r}: {err}") from err
 
-    found = [
-        os.path.join(dirpath, name)
-        for dirpath, _, names in os.walk(folder, onerror=fail)
-        for name in names
-        if _is_video_name(name)
-    ]
+    found = False
+    for dirpath, _, names in os.walk(folder, onerror=fail):
+        for name in names:
+            if _is_video_name(name):
+                found = True
+                yield os.path.join(dirpath, name)
     if not found:
         raise IngestError(_no_videos_message(raw))
-    yield from ((path, {}) for path in found)
 
 
-def _expand_remote(uri: str) -> Iterator[tuple[str, Meta]]:
+def _expand_remote(uri: str) -> Iterator[Listed]:
     if _has_glob(uri):
         yield from _expand_glob(uri, uri)
     elif uri.endswith("/"):
         yield from _remote_folder(uri, uri)
     elif _remote_exists(uri):
-        yield from _read_manifest(uri) if _is_manifest_name(uri) else [(uri, {})]
+        yield from _manifest_parts(uri) if _is_manifest_name(uri) else [uri]
     elif _is_manifest_name(uri):
         raise IngestError(f"manifest {uri!r} not found (check the path and your credentials for its filesystem)")
     else:
         # Object stores have no real folders: "gs://bucket/videos" may be a prefix with videos under it.
-        under = [path for path in _match(uri + "/**", uri) if _is_video_name(path)]
-        yield from ((path, {}) for path in under) if under else [(uri, {})]
+        under = [path for path in _match(uri + "/**", uri, allow_empty=True) if _is_video_name(path)]
+        yield from under or [uri]
 
 
-def _remote_folder(prefix: str, raw: str) -> Iterator[tuple[str, Meta]]:
-    found = [path for path in _match(prefix + "**", raw) if _is_video_name(path)]
+def _remote_folder(prefix: str, raw: str) -> Iterator[str]:
+    found = [path for path in _match(prefix + "**", raw, allow_empty=True) if _is_video_name(path)]
     if not found:
         raise IngestError(_no_videos_message(raw))
-    yield from ((path, {}) for path in found)
+    yield from found
 
 
-def _expand_glob(pattern: str, raw: str) -> Iterator[tuple[str, Meta]]:
-    found = _match(pattern, raw)
-    if not found:
-        raise IngestError(f"{raw!r} matched no files; check the pattern: {_GLOB_HELP}")
-    for path in found:
-        yield from _read_manifest(path) if _is_manifest_name(pattern) else [(path, {})]
+def _expand_glob(pattern: str, raw: str) -> Iterator[Listed]:
+    for path in _match(pattern, raw):
+        yield from _manifest_parts(path) if _is_manifest_name(pattern) else [path]
 
 
-def _match(pattern: str, raw: str) -> list[str]:
+def _match(pattern: str, raw: str, *, limit: int | None = None, allow_empty: bool = False) -> list[str]:
+    """Paths matching the pattern (at most `limit`); IngestError when none match, unless `allow_empty`."""
     try:
-        (result,) = FileSystems.match([pattern])
+        (result,) = FileSystems.match([pattern], limits=[limit])
     except Exception as e:  # Beam wraps every listing failure (credentials, missing plugin) differently
         raise IngestError(
             f"could not list {raw!r}: {e}. For gs:// or s3:// install avcurate[gcp] or avcurate[aws] "
             "and check your credentials"
         ) from e
+    if not result.metadata_list and not allow_empty:
+        raise IngestError(f"{raw!r} matched no files; check the pattern: {_GLOB_HELP}")
     return [meta.path for meta in result.metadata_list]
 
 
@@ -201,18 +279,78 @@ def _no_videos_message(raw: str) -> str:
     )
 
 
-def _read_manifest(uri: str) -> Iterator[tuple[str, Meta]]:
+def _manifest_parts(uri: str) -> list[ManifestPart]:
+    """A Parquet manifest's row groups, each read on its own (its footer says where they are); else the file."""
     if not is_remote(uri):
         _require_regular_file(uri)
-    columns, rows = _manifest_rows(uri)
+    if posixpath.splitext(uri)[1].lower() != ".parquet":
+        return [ManifestPart(uri)]
+    metadata = _parquet_metadata(uri)
+    _require_uri_column(uri, set(metadata.schema.names), metadata.num_rows > 0)
+    parts, first_row = [], 1
+    for group in range(metadata.num_row_groups):
+        parts.append(ManifestPart(uri, group, first_row))
+        first_row += metadata.row_group(group).num_rows
+    return parts
+
+
+def _check_manifest(uri: str) -> None:
+    """The checks a manifest's head allows: a regular file, a `uri` column, at least one row."""
+    if not is_remote(uri):
+        _require_regular_file(uri)
+    ext = posixpath.splitext(uri)[1].lower()
+    if ext == ".parquet":
+        metadata = _parquet_metadata(uri)
+        _require_uri_column(uri, set(metadata.schema.names), metadata.num_rows > 0)
+    elif ext == ".csv":
+        try:
+            with open_uri(uri) as f:
+                reader = pa_csv.open_csv(f)
+                columns = set(reader.schema.names)
+                has_rows = any(batch.num_rows for batch in reader)
+        except (OSError, pa.ArrowException) as e:
+            raise IngestError(f"cannot read manifest {uri!r}: {e}") from e
+        _require_uri_column(uri, columns, has_rows)
+    elif ext == ".json":  # may be one array, which can only be parsed whole
+        next(read_manifest_part(ManifestPart(uri)))
+    else:  # JSON lines: the first object is enough
+        _check_json_lines(uri)
+
+
+def _check_json_lines(uri: str) -> None:
+    try:
+        with open_uri(uri) as f:
+            first = next((line for line in f if line.strip()), b"")
+    except OSError as e:
+        raise IngestError(f"cannot read manifest {uri!r}: {e}") from e
+    rows = _json_rows(first.decode("utf-8-sig"), uri, as_array=False)
+    _require_uri_column(uri, set(rows[0]) if rows else set(), bool(rows))
+
+
+def _parquet_metadata(uri: str) -> pq.FileMetaData:
+    try:
+        with open_uri(uri) as f:
+            return pq.ParquetFile(f).metadata
+    except (OSError, pa.ArrowException) as e:
+        raise IngestError(f"cannot read manifest {uri!r}: {e}") from e
+
+
+def _require_uri_column(uri: str, columns: set[str], has_rows: bool) -> None:
     if columns and URI_COLUMN not in columns:
         raise IngestError(
             f"manifest {uri!r} has no {URI_COLUMN!r} column (columns: {sorted(columns)}); "
             f"add a column named {URI_COLUMN!r} holding each video's path or URI"
         )
-    if not rows:
+    if not has_rows:
         raise IngestError(f"manifest {uri!r} lists no videos")
-    for number, row in enumerate(rows, start=1):
+
+
+def read_manifest_part(part: ManifestPart) -> Iterator[tuple[str, Meta]]:
+    """(uri, meta) of each row of the part, in manifest order; IngestError on a bad manifest or row."""
+    uri = part.uri
+    columns, rows = _manifest_rows(part)
+    _require_uri_column(uri, columns, bool(rows) or part.row_group is not None)
+    for number, row in enumerate(rows, start=part.first_row):
         value = row.pop(URI_COLUMN, None)
         if not isinstance(value, str) or not value.strip():
             raise IngestError(f"manifest {uri!r}, row {number}: {URI_COLUMN!r} is empty or not a string ({value!r})")
@@ -229,9 +367,10 @@ def _require_regular_file(path: str) -> None:
         raise IngestError(f"manifest {path!r} is not a regular file")
 
 
-def _manifest_rows(uri: str) -> tuple[set[str], list[Meta]]:
+def _manifest_rows(part: ManifestPart) -> tuple[set[str], list[Meta]]:
     """Column names and rows. Columns come from the schema where the format has one, so a manifest
     without rows still reports its missing `uri` column."""
+    uri = part.uri
     ext = posixpath.splitext(uri)[1].lower()
     try:
         with open_uri(uri) as f:
@@ -240,7 +379,8 @@ def _manifest_rows(uri: str) -> tuple[set[str], list[Meta]]:
                 options = pa_csv.ConvertOptions(strings_can_be_null=True, column_types={URI_COLUMN: pa.string()})
                 table = pa_csv.read_csv(f, convert_options=options)
             elif ext == ".parquet":
-                table = pq.read_table(f)
+                parquet = pq.ParquetFile(f)
+                table = parquet.read() if part.row_group is None else parquet.read_row_group(part.row_group)
             else:
                 rows = _json_rows(f.read().decode("utf-8-sig"), uri, as_array=ext == ".json")
                 return {key for row in rows for key in row}, rows

@@ -186,24 +186,24 @@ def _run_child(mode: str, input_dir: str, output: str, workers: int) -> None:
 
     from avcurate.beam import pipeline as P
     from avcurate.config import Config
-    from avcurate.ingest import expand_inputs
+    from avcurate.ingest import check_inputs
 
     import apache_beam as beam
     import logging
 
     logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").setLevel(logging.ERROR)
     cfg = Config.from_dict({"decode": {"threads": 1}})
-    sources = expand_inputs([input_dir])
+    inputs = check_inputs([input_dir])
     os.makedirs(f"{output}/shards", exist_ok=True)
     started = time.monotonic()
     if mode == "project":  # exactly what `avcurate run` does, whatever the checkout's pipeline.py says
-        P.run(sources, output, cfg, runner=P.LOCAL, workers=workers)
+        P.run(inputs, output, cfg, runner=P.LOCAL, workers=workers)
     else:
         options = P.pipeline_options(P.LOCAL, workers, [])
         direct = options.view_as(beam.options.pipeline_options.DirectOptions)
         direct.direct_running_mode = {"threads": "multi_threading", "processes": "multi_processing"}[mode]
         pipeline = beam.Pipeline(runner=FnApiRunner(), options=options)
-        P.build(pipeline, sources, output, cfg)
+        P.build(pipeline, inputs, output, cfg)
         pipeline.run().wait_until_finish()
     print(json.dumps({"pipeline_wall_s": round(time.monotonic() - started, 3)}), flush=True)
 

@@ -9,13 +9,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.localfilesystem import LocalFileSystem
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.util import assert_that, equal_to
 
-from avcurate.ingest import IngestError, expand_inputs, open_uri
+from avcurate.beam.pipeline import build
+from avcurate.beam.transforms import ListInputs
+from avcurate.config import Config
+from avcurate.ingest import IngestError, check_inputs, expand_inputs, open_uri
 from avcurate.model import Source, source_id_for
 
 SCHEME = "avtest://"
@@ -283,3 +289,45 @@ def test_open_uri_reads_local_and_remote_bytes_as_stored(tmp_path: Path, remote:
     assert (remote / "out" / "z.bin").read_bytes() == b"written"
     with pytest.raises(ValueError, match="modes"):
         open_uri(str(tmp_path / "x.gz"), "r")
+
+
+# --- listing inside the pipeline ---
+
+
+def _assert_listed_in_pipeline(inputs: list[str], expected: list[Source]) -> None:
+    """ListInputs on Beam's local runner, as `build` wires it, gives `expected` (in any order)."""
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        listed = p | beam.Create(list(enumerate(check_inputs(inputs)))) | ListInputs()
+        assert_that(listed, equal_to(expected))
+
+
+def test_the_pipeline_lists_inputs_as_expand_inputs_does(tree: Path, tmp_path: Path) -> None:
+    rows = [{"uri": str(tree / "a.mp4"), "split": f"s{n}", "n": n} for n in range(5)]  # the same uri, 5 times
+    rows += [{"uri": f"v{n:03d}.mp4", "n": n} for n in range(40)]
+    manifest = tmp_path / "m.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), manifest, row_group_size=7)  # 7 row groups, read apart
+    jsonl = write_manifest(tmp_path / "more.jsonl", [{"uri": str(tree / "a.mp4"), "split": "late", "extra": 1}])
+    inputs = [str(tree / "**.mp4"), str(manifest), str(jsonl), str(tree), str(tmp_path / "gone.mp4")]
+    expected = expand_inputs(inputs)
+    assert len(expected) == 5 + 40 + 1
+    assert {s.uri: s.meta for s in expected}[str(tree / "a.mp4")] == {"split": "s0", "n": 0, "extra": 1}
+    _assert_listed_in_pipeline(inputs, expected)  # the same sources, the same first-listing-wins metas
+
+
+def test_the_job_description_does_not_grow_with_the_manifest(tmp_path: Path) -> None:
+    def description_bytes(rows: int) -> int:
+        manifest = write_manifest(tmp_path / f"{rows:06d}" / "m.parquet", [{"uri": f"v/{n:07d}.mp4"} for n in range(rows)])
+        p = beam.Pipeline(runner=FnApiRunner())
+        build(p, check_inputs([str(manifest)]), str(tmp_path / "out"), Config.from_dict({}))
+        return len(p.to_runner_api().SerializeToString())
+
+    small, large = description_bytes(10), description_bytes(100_000)
+    # Listed in the launcher, 100k sources made it about 3.2 MB larger; now only pickling noise differs.
+    assert abs(large - small) < 1_000 and large < 1_000_000, (small, large)
+
+
+def test_checking_an_input_does_not_read_a_manifest_whole(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"uri": "a.mp4"}, {"label": "no uri"}])
+    assert check_inputs([str(manifest)]) == [str(manifest)]  # the bad row 2 is a worker's to find
+    with pytest.raises(Exception, match="row 2"):  # the run fails, naming the row
+        _assert_listed_in_pipeline([str(manifest)], [])

@@ -11,8 +11,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from ..config import Config
-from ..model import Source
-from .transforms import NAMESPACE, CurateSources, WriteOutputs
+from .transforms import NAMESPACE, CurateSources, ListInputs, WriteOutputs
 
 LOCAL = "local"
 
@@ -36,18 +35,21 @@ def pipeline_options(runner: str, workers: int, beam_args: Sequence[str]) -> Pip
     return options
 
 
-def build(p: beam.Pipeline, sources: list[Source], output_dir: str, cfg: Config) -> Any:
+def build(p: beam.Pipeline, inputs: Sequence[str], output_dir: str, cfg: Config) -> Any:
+    """The job graph. It carries the user's input strings only (see `ingest.check_inputs`); workers list them,
+    so the graph stays the same size whether a manifest names ten videos or ten million."""
     staging = f"{output_dir.rstrip('/')}/_staging"
     results = (
         p
-        | "Inputs" >> beam.Create(sources)
+        | "Inputs" >> beam.Create(list(enumerate(inputs)))
+        | "List" >> ListInputs()
         | "Curate" >> CurateSources(cfg, staging)
     )
     return results | "Write" >> WriteOutputs(cfg, output_dir, staging)
 
 
 def run(
-    sources: list[Source],
+    inputs: Sequence[str],
     output_dir: str,
     cfg: Config,
     *,
@@ -60,7 +62,7 @@ def run(
     started = time.monotonic()
     # Beam's FnApiRunner, chosen explicitly: the DirectRunner would first try to download the Prism runner.
     pipeline = beam.Pipeline(runner=FnApiRunner() if runner == LOCAL else None, options=options)
-    build(pipeline, sources, output_dir, cfg)
+    build(pipeline, inputs, output_dir, cfg)
     result = pipeline.run()
     result.wait_until_finish()
     counters = {}

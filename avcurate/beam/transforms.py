@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import (
 from ..config import Config
 from ..filters import reason_name
 from ..fsutil import delete_tree
+from ..ingest import Listed, list_item, merge_metas, plan_input
 from ..model import FAILED, KEPT, Clip, Source, SourceResult
 from ..process import curate_source
 from ..sandbox import Sandbox
@@ -71,6 +72,45 @@ def storage_options(options: PipelineOptions) -> dict[str, Any]:
         view._add_argparse_args(parser)  # the documented hook through which each view declares its options
     names = set(vars(parser.parse_args([])))
     return {k: v for k, v in options.get_all_options(drop_default=True).items() if k in names}
+
+
+class ListInputs(beam.PTransform):
+    """PCollection[(position, input)] of the user's inputs -> PCollection[Source], listed on the workers.
+
+    Matching and folder walks happen where each input lands, then manifest parts (Parquet row groups) are
+    spread and read in parallel; sources are de-duplicated by uri, merging metas in listing order (input
+    position, then order within it), so the result does not depend on scheduling.
+    """
+
+    def expand(self, inputs: Any) -> Any:
+        return (
+            inputs
+            | "Plan" >> beam.FlatMap(_planned)
+            | "SpreadParts" >> beam.Reshuffle()
+            | "List" >> beam.FlatMap(_listed)
+            | "ByUri" >> beam.GroupByKey()
+            | "Source" >> beam.MapTuple(_source)
+        )
+
+
+Order = tuple[int, ...]  # where a listing came from: (input position, item in it[, manifest row])
+
+
+def _planned(numbered: tuple[int, str]) -> Iterator[tuple[Order, Listed]]:
+    position, raw = numbered
+    for n, item in enumerate(plan_input(raw)):
+        yield (position, n), item
+
+
+def _listed(planned: tuple[Order, Listed]) -> Iterator[tuple[str, tuple[Order, dict[str, Any]]]]:
+    order, item = planned
+    for row, (uri, meta) in enumerate(list_item(item)):
+        yield uri, ((*order, row), meta)
+
+
+def _source(uri: str, listings: Iterable[tuple[Order, dict[str, Any]]]) -> Source:
+    in_order = sorted(listings, key=lambda listing: listing[0])
+    return Source.from_uri(uri, merge_metas(meta for _, meta in in_order))
 
 
 class CurateSources(beam.PTransform):
