@@ -2,48 +2,69 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from .filters import reason_name
+# Computed column-wise in Arrow: a run's index has a row per clip, too many to hold as Python objects.
+_LEDGER_COLUMNS = ["uri", "status", "error_type", "error", "probe_duration_s"]
+_INDEX_COLUMNS = ["status", "duration_s", "reasons"]
 
 
 def summarize(output_dir: str) -> dict[str, Any]:
     out = output_dir.rstrip("/")
-    ledger = _read(f"{out}/ledger.parquet")
-    index = _read(f"{out}/index.parquet")
-    statuses = Counter(ledger["status"])
-    reasons: Counter[str] = Counter()
-    for clip_reasons in index["reasons"]:
-        reasons.update({reason_name(r) for r in clip_reasons or []})
+    ledger = _read(f"{out}/ledger.parquet", _LEDGER_COLUMNS)
+    index = _read(f"{out}/index.parquet", _INDEX_COLUMNS)
+    inputs = _counts(ledger["status"])
+    clips = _counts(index["status"])
+    kept = pc.equal(index["status"], "kept")
+    failed = ledger.filter(pc.equal(ledger["status"], "failed"))
     shards = FileSystems.match([f"{out}/shards/*.tar"])[0].metadata_list
     return {
-        "inputs": len(ledger["status"]),
-        "inputs_kept": statuses.get("kept", 0),
-        "inputs_rejected": statuses.get("rejected", 0),
-        "inputs_failed": statuses.get("failed", 0),
-        "media_seconds": round(sum(d or 0.0 for d in ledger["probe_duration_s"]), 2),
-        "clips": len(index["key"]),
-        "clips_kept": sum(s == "kept" for s in index["status"]),
-        "clips_rejected": sum(s == "rejected" for s in index["status"]),
-        "kept_seconds": round(sum(d for d, s in zip(index["duration_s"], index["status"]) if s == "kept"), 2),
-        "rejected_by_reason": dict(sorted(reasons.items())),
+        "inputs": ledger.num_rows,
+        "inputs_kept": inputs.get("kept", 0),
+        "inputs_rejected": inputs.get("rejected", 0),
+        "inputs_failed": inputs.get("failed", 0),
+        "media_seconds": round(_sum(ledger["probe_duration_s"]), 2),
+        "clips": index.num_rows,
+        "clips_kept": clips.get("kept", 0),
+        "clips_rejected": clips.get("rejected", 0),
+        "kept_seconds": round(_sum(pc.filter(index["duration_s"], kept)), 2),
+        "rejected_by_reason": _clips_by_reason(index["reasons"]),
         "failures": [
-            {"uri": uri, "error_type": kind, "error": error}
-            for uri, kind, error, status in zip(ledger["uri"], ledger["error_type"], ledger["error"], ledger["status"])
-            if status == "failed"
+            {"uri": row["uri"], "error_type": row["error_type"], "error": row["error"]}
+            for row in failed.select(["uri", "error_type", "error"]).to_pylist()
         ],
         "shards": len(shards),
         "shard_bytes": sum(m.size_in_bytes for m in shards),
     }
 
 
-def _read(path: str) -> dict[str, list[Any]]:
+def _read(path: str, columns: list[str]) -> pa.Table:
     with FileSystems.open(path) as f:
-        return pq.read_table(f).to_pydict()
+        return pq.read_table(f, columns=columns)
+
+
+def _counts(values: pa.ChunkedArray) -> dict[str, int]:
+    return {row["values"]: row["counts"] for row in pc.value_counts(values).to_pylist()}
+
+
+def _sum(values: pa.ChunkedArray) -> float:
+    return pc.sum(values).as_py() or 0.0  # None when empty or all null
+
+
+def _clips_by_reason(reasons: pa.ChunkedArray) -> dict[str, int]:
+    """How many clips each rule rejected: a clip failing one rule twice counts once (rule names as `filters.reason_name` takes them)."""
+    flat = pc.list_flatten(reasons)
+    if len(flat) == 0:
+        return {}
+    rules = pc.list_element(pc.split_pattern(flat, ":", max_splits=1), 0)
+    pairs = pa.table({"clip": pc.list_parent_indices(reasons), "rule": rules})
+    per_clip = pairs.group_by(["clip", "rule"]).aggregate([])
+    return dict(sorted(_counts(per_clip["rule"]).items()))
 
 
 def format_summary(summary: dict[str, Any], wall_s: float | None = None) -> str:
