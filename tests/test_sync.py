@@ -103,9 +103,13 @@ def test_silent_audio_or_static_picture_gives_no_confidence(tmp_path: Path, kwar
 
 
 def test_offset_beyond_the_search_range_is_not_trusted(tmp_path: Path) -> None:
-    estimate = _estimate(_clip(tmp_path, audio_shift_ms=300, seed=0), max_offset_ms=150.0)
-    assert abs(estimate.offset_ms) <= 150.0
-    assert estimate.confidence < 0.2, estimate
+    signals = _clip(tmp_path, audio_shift_ms=300, seed=0)
+    # The clip itself is easy: searched widely enough, its 300 ms is found with confidence...
+    found = _estimate(signals, max_offset_ms=500.0)
+    assert abs(found.offset_ms - 300.0) <= FRAME_MS and found.confidence > 0.5, found
+    # ...so a narrow search's low confidence says the lag lies outside it (a clamped lag at the edge proves nothing).
+    outside = _estimate(signals, max_offset_ms=150.0)
+    assert outside.confidence < 0.2, outside
 
 
 # --- degenerate inputs never raise ---
