@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -110,12 +111,43 @@ def test_rerun_is_byte_identical(runs) -> None:
         assert sha256(first / name) == sha256(second / name), name
 
 
+def _flash_frames(video: torch.Tensor) -> set[int]:
+    """Frames where the sample set's flash box (the top-left ninth, see avcurate/sample.py) lights up."""
+    _, _, h, w = video.shape
+    box = video[:, :, h // 12 + 2 : h // 12 + h // 3 - 2, w // 12 + 2 : w // 12 + w // 3 - 2].float().mean(dim=(1, 2, 3))
+    return set((np.flatnonzero(np.diff(box.numpy()) > 40) + 1).tolist())
+
+
+def _beep_frames(audio: torch.Tensor, sample_rate: int, fps: float) -> set[int]:
+    """Frames whose span of audio starts an 880 Hz beep (its level there, not the speech or the noise bed's)."""
+    per_frame = round(sample_rate / fps)
+    frames = audio.mean(dim=0).numpy()[: audio.shape[1] // per_frame * per_frame].reshape(-1, per_frame)
+    tone = np.exp(-2j * np.pi * 880 * np.arange(per_frame) / sample_rate)
+    loud = np.abs(frames @ tone) / per_frame > 0.1  # a beep gives 0.25, the rest stays under 0.02
+    return set((np.flatnonzero(loud[1:] & ~loud[:-1]) + 1).tolist())
+
+
+def _assert_flashes_meet_beeps(sample: dict) -> int:
+    """Each flash has its beep within a frame and each beep its flash; returns the events paired. An event on a
+    window's first or last frame is left out: its onset cannot be told there."""
+    frames = sample["video"].shape[0]
+    flashes, beeps = _flash_frames(sample["video"]), _beep_frames(sample["audio"], sample["sample_rate"], sample["fps"])
+    inside = range(2, frames - 1)
+    for flash in flashes & set(inside):
+        assert {flash - 1, flash, flash + 1} & beeps, (sample["key"], sample["start_s"], sorted(flashes), sorted(beeps))
+    for beep in beeps & set(inside):
+        assert {beep - 1, beep, beep + 1} & flashes, (sample["key"], sample["start_s"], sorted(flashes), sorted(beeps))
+    return len(flashes & set(inside))
+
+
 def test_training_loader_reads_the_output_aligned(runs) -> None:
+    """The good sample videos flash and beep at the same instants: in the loaded tensors they still coincide."""
     output, _, _ = runs
     shards = sorted(str(p) for p in (output / "shards").glob("*.tar"))
     samples = list(AVClipDataset(shards))
     index = pd.read_parquet(output / "index.parquet")
     assert len(samples) == (index["status"] == KEPT).sum()
+    paired = 0
     for sample in samples:
         frames = sample["video"].shape[0]
         meta = sample["meta"]
@@ -123,8 +155,16 @@ def test_training_loader_reads_the_output_aligned(runs) -> None:
         assert sample["video"].shape[1:] == (3, meta["height"], meta["width"]) and 256 in sample["video"].shape
         assert frames == sample["meta"]["n_frames"]
         assert sample["audio"].shape == (1, round(frames / 25 * 16000))
-    clip = next(iter(AVClipDataset(shards, clip_seconds=1.0, seed=3)))
-    assert clip["video"].shape[0] == 25 and clip["audio"].shape[1] == 16000
+        paired += _assert_flashes_meet_beeps(sample)
+    assert paired >= 50  # most clips carry several events
+    dataset = AVClipDataset(shards, clip_seconds=1.0, seed=3)
+    paired = 0
+    for epoch in range(2):  # random windows, seeking into the clips
+        dataset.set_epoch(epoch)
+        for clip in dataset:
+            assert clip["video"].shape[0] == 25 and clip["audio"].shape[1] == 16000
+            paired += _assert_flashes_meet_beeps(clip)
+    assert paired >= 20
 
 
 def test_known_offset_source_is_corrected(sample_set: SampleSet, runs) -> None:
