@@ -20,16 +20,16 @@ Every sample comes out as a dict:
 Splitting: the shard list (shuffled per epoch with a seed every rank shares) is dealt round-robin over
 all `world_size * num_workers` (rank, worker) readers, so each shard is read by exactly one of them.
 
-By default each sample is seen exactly once per epoch, but ranks see unequal counts (shards hold unequal
-numbers of clips, and a reader left without a shard yields nothing), which stalls DDP's collective steps.
-For distributed training set `samples_per_rank`: every rank then yields exactly that many samples per
-epoch, split evenly over its DataLoader workers. Each reader fills its quota by cycling its shards (wrapping
-around to repeat samples when they run short, stopping early when they hold more; a reader without a shard
-of its own reads shard `reader % shards`), so the count holds whatever clips `clip_seconds` or `on_error`
-skip. Every sample is seen at least once when the quota covers each reader's share: e.g. `num_workers *
-ceil(shards / readers) * clips_per_shard`, or simply the index's kept clips / `world_size` when there are
-many shards. With `resample=True` readers draw shards with replacement instead: without `samples_per_rank`
-forever (train for a fixed number of steps), with it a fixed-length epoch.
+Distributed training needs the same number of samples on every rank: DDP's collective steps wait for ever on
+a rank that ran out. Shards hold unequal numbers of clips, so `samples_per_rank` (default "auto") sets a quota:
+every rank yields exactly that many samples per epoch, split evenly over its DataLoader workers. Each reader
+fills its share by cycling its shards (wrapping around to repeat samples when they run short, stopping early when
+they hold more; a reader without a shard of its own reads shard `reader % shards`), so the count holds whatever
+clips `clip_seconds` or `on_error` skip. "auto" is no quota in a single process (each sample once) and, with
+several ranks, the largest reader's share of the epoch's shards (counted from the tar headers) times the
+workers per rank: every sample is seen at least once and some are repeated. An int sets the quota; None turns it
+off (each sample exactly once, unequal counts: not for DDP). With `resample=True` readers draw shards with
+replacement instead: without a quota for ever (train for a fixed number of steps), with one a fixed-length epoch.
 """
 
 from __future__ import annotations
@@ -313,7 +313,8 @@ class AVClipDataset(IterableDataset):
         resample: draw shards with replacement instead of reading each once per epoch (forever, unless
             `samples_per_rank` bounds the epoch).
         samples_per_rank: yield exactly this many samples per epoch on every rank (summed over its
-            DataLoader workers), cycling or cutting short each reader's shards; None reads each shard once.
+            DataLoader workers), cycling or cutting short each reader's shards; "auto" (several ranks: enough
+            for every sample to be seen once, one process: no quota) or None (each shard once, unequal counts).
         rank, world_size: this process's place among distributed readers; both or neither. Defaults to
             torch.distributed's when it is initialised when the dataset is built, else (0, 1). Every rank
             must use the same shard list, seed and number of DataLoader workers.
@@ -335,7 +336,7 @@ class AVClipDataset(IterableDataset):
         decode_audio: bool = True,
         decode_video: bool = True,
         resample: bool = False,
-        samples_per_rank: int | None = None,
+        samples_per_rank: int | Literal["auto"] | None = "auto",
         rank: int | None = None,
         world_size: int | None = None,
         on_error: OnError = "raise",
@@ -352,13 +353,14 @@ class AVClipDataset(IterableDataset):
         self.seed = seed
         self.decode_audio = decode_audio
         self.decode_video = decode_video
-        if samples_per_rank is not None and samples_per_rank < 0:
-            raise ValueError(f"samples_per_rank must be >= 0, not {samples_per_rank}")
+        if samples_per_rank != "auto" and samples_per_rank is not None and samples_per_rank < 0:
+            raise ValueError(f"samples_per_rank must be >= 0, \"auto\" or None, not {samples_per_rank!r}")
         self.resample = resample
         self.samples_per_rank = samples_per_rank
         self.rank, self.world_size = _resolve_rank(rank, world_size)
         self.on_error = on_error
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._shard_sizes: dict[str, int] = {}
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(epoch)
@@ -371,28 +373,50 @@ class AVClipDataset(IterableDataset):
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         reader, readers = self.rank * num_workers + worker_id, self.world_size * num_workers
-        samples = self._samples(reader, readers, self.epoch)
-        if self.samples_per_rank is None:
+        epoch = self.epoch
+        quota = self._quota(readers, num_workers, epoch)
+        samples = self._samples(reader, readers, epoch, quota)
+        if quota is None:
             yield from samples
         else:
-            yield from itertools.islice(samples, _worker_share(self.samples_per_rank, worker_id, num_workers))
+            yield from itertools.islice(samples, _worker_share(quota, worker_id, num_workers))
 
-    def _samples(self, reader: int, readers: int, epoch: int) -> Iterator[Sample]:
-        """This reader's samples: its shards once, or (with `samples_per_rank`) lap after lap, without end."""
+    def _quota(self, readers: int, num_workers: int, epoch: int) -> int | None:
+        """Samples per rank this epoch: the one asked for, or for "auto" across ranks the largest reader's share."""
+        if self.samples_per_rank != "auto":
+            return self.samples_per_rank
+        if self.world_size == 1 or self.resample:
+            return None
+        shares = (self._shard_share(r, readers, epoch, borrow=True) for r in range(readers))
+        largest = max(sum(map(self._shard_size, share)) for share in shares)
+        return num_workers * largest
+
+    def _shard_size(self, url: str) -> int:
+        """Samples in a shard, from its tar headers (the clips are skipped over, not read); cached."""
+        if url not in self._shard_sizes:
+            try:
+                with _open(url) as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
+                    self._shard_sizes[url] = sum(name.endswith(".mp4") for name in tar.getnames())
+            except (tarfile.TarError, EOFError, OSError) as e:
+                raise _error(f"unreadable tar ({type(e).__name__}: {e})", url) from e
+        return self._shard_sizes[url]
+
+    def _samples(self, reader: int, readers: int, epoch: int, quota: int | None) -> Iterator[Sample]:
+        """This reader's samples: its shards once, or (with a quota) lap after lap, without end."""
         if self.resample:
             yield from self._lap(self._drawn_shards(reader, epoch), reader, epoch, lap=0)
             return
-        shards = self._shard_share(reader, readers, epoch)
+        shards = self._shard_share(reader, readers, epoch, borrow=quota is not None)
         for lap in itertools.count():
             yielded = 0
             for sample in self._lap(shards, reader, epoch, lap):
                 yielded += 1
                 yield sample
-            if self.samples_per_rank is None:
+            if quota is None:
                 return
             if not yielded:  # another lap would yield nothing too: fail instead of spinning for ever
                 raise ShardError(f"reader {reader} of {readers} (rank {self.rank}) got no usable sample from "
-                                 f"{shards}, so it cannot fill samples_per_rank={self.samples_per_rank}")
+                                 f"{shards}, so it cannot fill samples_per_rank={quota}")
 
     def _lap(self, shards: Iterable[str], reader: int, epoch: int, lap: int) -> Iterator[Sample]:
         raws = (raw for url in shards for raw in self._read(url))
@@ -407,15 +431,15 @@ class AVClipDataset(IterableDataset):
         while True:
             yield rng.choice(self.urls)
 
-    def _shard_share(self, reader: int, readers: int, epoch: int) -> list[str]:
-        """This reader's round-robin share of the epoch's shard order."""
+    def _shard_share(self, reader: int, readers: int, epoch: int, borrow: bool) -> list[str]:
+        """This reader's round-robin share of the epoch's shard order; `borrow`: one shard if it has none."""
         order = list(self.urls)
         if self.shuffle_shards:
             random.Random(f"shards:{self.seed}:{epoch}").shuffle(order)  # same order on every reader
         mine = order[reader::readers]
         if mine:
             return mine
-        if self.samples_per_rank is not None:  # it must still fill its quota: borrow a shard
+        if borrow:  # it must still fill its quota
             return [order[reader % len(order)]]
         warnings.warn(
             f"reader {reader} of {readers} (rank {self.rank}) gets no shard: {len(order)} shards for "

@@ -206,7 +206,7 @@ def test_workers_and_ranks_read_each_sample_once(shards: Shards, world_size: int
     seen: Counter[str] = Counter()
     for rank in range(world_size):
         loader = make_loader(shards.url(SPLIT), num_workers=2, rank=rank, world_size=world_size, seed=3,
-                             shuffle_buffer=2, decode_video=False)  # fmt: skip
+                             shuffle_buffer=2, decode_video=False, samples_per_rank=None)  # fmt: skip
         loader.dataset.set_epoch(world_size)
         for sample in loader:
             assert sample["audio"].shape[0] == 1
@@ -219,11 +219,12 @@ def test_fewer_shards_than_readers(shards: Shards) -> None:
         sample["key"]
         for rank in range(2)
         for sample in make_loader(shards.url(CLIPS), num_workers=2, rank=rank, world_size=2, decode_video=False,
-                                  decode_audio=False)  # fmt: skip
+                                  decode_audio=False, samples_per_rank=None)  # fmt: skip
     )
     assert seen == Counter(list(shards.clips))  # 3 shards over 4 readers: one reader idle, nothing lost or doubled
     with pytest.warns(UserWarning, match="gets no shard"):
-        assert _keys(AVClipDataset(shards.url(CLIPS), rank=3, world_size=4, decode_video=False)) == []
+        assert _keys(AVClipDataset(shards.url(CLIPS), rank=3, world_size=4, decode_video=False,
+                                   samples_per_rank=None)) == []  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -237,13 +238,13 @@ def uneven(shards: Shards) -> str:
     return shards.url("uneven-{000000..000002}.tar")
 
 
-def _rank_keys(urls: str, world_size: int, num_workers: int, **kwargs) -> list[list[str]]:
-    """The keys each simulated rank yields in epoch 1."""
+def _rank_keys(urls: str, world_size: int, num_workers: int, epoch: int = 1, **kwargs) -> list[list[str]]:
+    """The keys each simulated rank yields in `epoch`."""
     per_rank = []
     for rank in range(world_size):
         loader = make_loader(urls, num_workers=num_workers, rank=rank, world_size=world_size, seed=5,
                              decode_video=False, decode_audio=False, **kwargs)  # fmt: skip
-        loader.dataset.set_epoch(1)
+        loader.dataset.set_epoch(epoch)
         per_rank.append([sample["key"] for sample in loader])
     return per_rank
 
@@ -259,6 +260,17 @@ def test_every_rank_yields_the_same_count_and_all_samples(uneven: str, world_siz
     # Clips skipped for being shorter than clip_seconds do not unbalance the ranks: they are made up by cycling.
     skipping = _rank_keys(uneven, world_size, num_workers, samples_per_rank=6, clip_seconds=2.4)
     assert [len(keys) for keys in skipping] == [6] * world_size
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_by_default_ranks_are_equal_and_see_every_sample(uneven: str, world_size: int, num_workers: int) -> None:
+    every_key = set(_keys(AVClipDataset(uneven, decode_video=False, decode_audio=False)))
+    for epoch in (0, 1):  # the shard order, and with it each rank's share, changes per epoch
+        per_rank = _rank_keys(uneven, world_size, num_workers, epoch=epoch)
+        counts = {len(keys) for keys in per_rank}
+        assert len(counts) == 1 and counts.pop() >= len(every_key) / world_size
+        assert set().union(*per_rank) == every_key
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
