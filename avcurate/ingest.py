@@ -73,12 +73,15 @@ def expand_inputs(inputs: Iterable[str]) -> list[Source]:
     a manifest (.csv, .parquet, .jsonl/.ndjson, .json as lines or an array) with a `uri` column, other
     columns carried into `Source.meta`. A uri listed twice keeps the first meta value of each key.
     """
-    metas: dict[str, list[Meta]] = {}
+    listings: dict[str, list[Meta]] = {}
+    errors: dict[str, str] = {}
     for raw in check_inputs(inputs):
         for item in plan_input(raw):
-            for uri, meta in list_item(item):
-                metas.setdefault(uri, []).append(meta)
-    return [Source.from_uri(uri, merge_metas(metas[uri])) for uri in sorted(metas)]
+            for uri, meta, error in list_item(item):
+                listings.setdefault(uri, []).append(meta)
+                if error:
+                    errors[uri] = error
+    return [Source.from_uri(uri, merge_metas(listings[uri]), errors.get(uri)) for uri in sorted(listings)]
 
 
 def check_inputs(inputs: Iterable[str]) -> list[str]:
@@ -105,12 +108,12 @@ def plan_input(raw: str) -> Iterator[Listed]:
         yield from _expand_local(raw)
 
 
-def list_item(item: Listed) -> Iterator[tuple[str, Meta]]:
-    """(uri, meta) of a planned item: a video uri as is, a manifest part's rows."""
+def list_item(item: Listed) -> Iterator[tuple[str, Meta, str | None]]:
+    """(uri, meta, listing error) of a planned item: a video uri as is, a manifest part's rows."""
     if isinstance(item, ManifestPart):
         yield from read_manifest_part(item)
     else:
-        yield item, {}
+        yield item, {}, None
 
 
 def merge_metas(metas: Iterable[Meta]) -> Meta:
@@ -345,16 +348,22 @@ def _require_uri_column(uri: str, columns: set[str], has_rows: bool) -> None:
         raise IngestError(f"manifest {uri!r} lists no videos")
 
 
-def read_manifest_part(part: ManifestPart) -> Iterator[tuple[str, Meta]]:
-    """(uri, meta) of each row of the part, in manifest order; IngestError on a bad manifest or row."""
+def read_manifest_part(part: ManifestPart) -> Iterator[tuple[str, Meta, str | None]]:
+    """(uri, meta, error) of each row of the part, in manifest order; IngestError on a bad manifest.
+
+    A row that names no video becomes `{manifest}#row={n}` with its error, so it is one failed ledger row and the
+    rest of the manifest runs (a bad row found by a worker can no longer stop the launcher).
+    """
     uri = part.uri
     columns, rows = _manifest_rows(part)
     _require_uri_column(uri, columns, bool(rows) or part.row_group is not None)
     for number, row in enumerate(rows, start=part.first_row):
         value = row.pop(URI_COLUMN, None)
         if not isinstance(value, str) or not value.strip():
-            raise IngestError(f"manifest {uri!r}, row {number}: {URI_COLUMN!r} is empty or not a string ({value!r})")
-        yield _resolve(value, uri), _json_safe_meta(row)
+            error = f"manifest row {number}: {URI_COLUMN!r} is empty or not a string ({value!r}); give the video's path"
+            yield f"{uri}#row={number}", _json_safe_meta(row), error
+        else:
+            yield _resolve(value, uri), _json_safe_meta(row), None
 
 
 def _require_regular_file(path: str) -> None:

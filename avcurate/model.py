@@ -28,10 +28,11 @@ class Source:
     uri: str
     source_id: str
     meta: dict[str, Any] = field(default_factory=dict)  # extra manifest columns, carried into clip metadata
+    listing_error: str | None = None  # a manifest row that names no video: recorded as failed, nothing decoded
 
     @classmethod
-    def from_uri(cls, uri: str, meta: dict[str, Any] | None = None) -> "Source":
-        return cls(uri=uri, source_id=source_id_for(uri), meta=dict(meta or {}))
+    def from_uri(cls, uri: str, meta: dict[str, Any] | None = None, listing_error: str | None = None) -> "Source":
+        return cls(uri=uri, source_id=source_id_for(uri), meta=dict(meta or {}), listing_error=listing_error)
 
 
 @dataclass

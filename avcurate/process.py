@@ -228,6 +228,8 @@ def _read_samples(path: str, start: int, stop: int, channels: int) -> np.ndarray
 
 def curate_source(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox) -> SourceResult:
     """`process_source` in the sandbox, bounded in time and memory. Never raises: failures become results."""
+    if source.listing_error:
+        return SourceResult(source=source, error=source.listing_error, error_type="input")
     scratch = tempfile.mkdtemp(prefix="avcurate-")
     try:
         probe = sandbox.call(probe_source, source.uri, timeout_s=cfg.decode.probe_timeout_s, what="probing")

@@ -22,6 +22,8 @@ from avcurate.beam.pipeline import build
 from avcurate.beam.transforms import ListInputs
 from avcurate.config import Config
 from avcurate.ingest import IngestError, check_inputs, expand_inputs, open_uri
+from avcurate.model import FAILED
+from avcurate.process import curate_source
 from avcurate.model import Source, source_id_for
 
 SCHEME = "avtest://"
@@ -229,10 +231,12 @@ def test_manifest_without_uri_column_names_file_and_column(tmp_path: Path, name:
     assert str(manifest) in str(err.value) and "path" in str(err.value)
 
 
-def test_manifest_row_without_uri_is_an_error(tmp_path: Path) -> None:
+def test_manifest_row_without_uri_becomes_a_failed_input(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.jsonl", [{"uri": "a.mp4"}, {"label": "no uri"}])
-    with pytest.raises(IngestError, match="row 2"):
-        expand_inputs([str(manifest)])
+    good, bad = expand_inputs([str(manifest)])
+    assert good.uri == str(tmp_path / "a.mp4") and good.listing_error is None
+    assert bad.uri == f"{manifest}#row=2" and bad.meta == {"label": "no uri"}
+    assert "row 2" in bad.listing_error and "'uri' is empty" in bad.listing_error
 
 
 def test_missing_manifest_is_an_error(tmp_path: Path) -> None:
@@ -329,5 +333,7 @@ def test_the_job_description_does_not_grow_with_the_manifest(tmp_path: Path) -> 
 def test_checking_an_input_does_not_read_a_manifest_whole(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.jsonl", [{"uri": "a.mp4"}, {"label": "no uri"}])
     assert check_inputs([str(manifest)]) == [str(manifest)]  # the bad row 2 is a worker's to find
-    with pytest.raises(Exception, match="row 2"):  # the run fails, naming the row
-        _assert_listed_in_pipeline([str(manifest)], [])
+    good, bad = expand_inputs([str(manifest)])
+    _assert_listed_in_pipeline([str(manifest)], [good, bad])  # the bad row is listed, with its error
+    failed = curate_source(bad, Config(), str(tmp_path / "staging"), sandbox=None)  # nothing to decode
+    assert failed.status == FAILED and failed.error_type == "input" and "row 2" in failed.error

@@ -102,15 +102,16 @@ def _planned(numbered: tuple[int, str]) -> Iterator[tuple[Order, Listed]]:
         yield (position, n), item
 
 
-def _listed(planned: tuple[Order, Listed]) -> Iterator[tuple[str, tuple[Order, dict[str, Any]]]]:
+def _listed(planned: tuple[Order, Listed]) -> Iterator[tuple[str, tuple[Order, dict[str, Any], str | None]]]:
     order, item = planned
-    for row, (uri, meta) in enumerate(list_item(item)):
-        yield uri, ((*order, row), meta)
+    for row, (uri, meta, error) in enumerate(list_item(item)):
+        yield uri, ((*order, row), meta, error)
 
 
-def _source(uri: str, listings: Iterable[tuple[Order, dict[str, Any]]]) -> Source:
+def _source(uri: str, listings: Iterable[tuple[Order, dict[str, Any], str | None]]) -> Source:
     in_order = sorted(listings, key=lambda listing: listing[0])
-    return Source.from_uri(uri, merge_metas(meta for _, meta in in_order))
+    error = next((error for _, _, error in in_order if error), None)
+    return Source.from_uri(uri, merge_metas(meta for _, meta, _ in in_order), error)
 
 
 class CurateSources(beam.PTransform):
