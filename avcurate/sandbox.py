@@ -131,9 +131,13 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} cannot cross the sandbox boundary as JSON")
 
 
-def _send_json(stream: BinaryIO, message: dict[str, Any]) -> None:
+def _encode(message: dict[str, Any]) -> bytes:
     data = json.dumps(message, default=_plain).encode()
-    stream.write(struct.pack("<Q", len(data)) + data)
+    return struct.pack("<Q", len(data)) + data
+
+
+def _send_json(stream: BinaryIO, message: dict[str, Any]) -> None:
+    stream.write(_encode(message))
     stream.flush()
 
 
@@ -227,10 +231,11 @@ def _serve(memory_limit_mb: int, isolate_network: bool) -> None:
             cpu_soft = min(cpu_soft, cpu_hard)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_soft, cpu_hard))
         try:
-            reply: dict[str, Any] = {"ok": fn(*args)}
+            reply = _encode({"ok": fn(*args)})
         except Exception as e:
-            reply = {"error": _failure(e, memory_limit_mb, own_file_limit)}
-        _send_json(_channel, reply)
+            reply = _encode({"error": _failure(e, memory_limit_mb, own_file_limit)})
+        _channel.write(reply)
+        _channel.flush()
 
 
 def _receive_pickle(stream: BinaryIO) -> Any:
