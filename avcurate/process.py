@@ -247,19 +247,20 @@ def decode_deadline(cfg: DecodeConfig) -> Deadline:
 def curate_source(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox) -> SourceResult:
     """`process_source` in the sandbox, bounded in time and memory. Failures of the source become results;
     failures of the run's own storage raise StorageError, after a few tries."""
-    for wait_s in (*_STORAGE_RETRY_WAITS_S, None):
+    waits = iter(_STORAGE_RETRY_WAITS_S)
+    while True:
         try:
             return _curate_once(source, cfg, staging_dir, sandbox)
         except SourceFailure as failure:
             if failure.kind != "storage":
                 return SourceResult(source=source, error=str(failure), error_type=failure.kind)
+            wait_s = next(waits, None)
             if wait_s is None:
                 raise StorageError(
                     f"{failure} [tried {len(_STORAGE_RETRY_WAITS_S) + 1} times on {source.uri}; scratch folder "
                     f"{tempfile.gettempdir()}, staging {staging_dir}]"
                 ) from None
             time.sleep(wait_s)
-    raise AssertionError("unreachable")
 
 
 def _curate_once(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox) -> SourceResult:
