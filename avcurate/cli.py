@@ -116,7 +116,7 @@ def _prepare_output(output: str, overwrite: bool) -> bool:
         # One small write now, so that a read-only folder, a full disk or missing credentials show before the
         # run, not after every input was decoded.
         check = f"{output}/.avcurate-write-check"
-        write_bytes(check, b"")
+        write_bytes(check, b"ok")  # not empty: an empty multipart upload is refused by S3
         FileSystems.delete([check])
     except (OSError, StorageError) as e:
         print(f"avcurate: cannot write to --output {output} ({e}); pick a folder you can write to", file=sys.stderr)
