@@ -14,8 +14,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from .beam.pipeline import LOCAL, pipeline_options, run
 from .config import Config, ConfigError
-from .fsutil import delete_tree, is_local
+from .fsutil import StorageError, delete_tree, is_local, write_bytes
 from .ingest import IngestError, check_inputs
+from .sandbox import exception_chain
 from .summary import format_summary, summarize
 
 
@@ -73,7 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = args.output.rstrip("/")
     if not _prepare_output(output, args.overwrite):
         return 2
-    report = run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args)
+    try:
+        report = run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args)
+    except Exception as e:
+        problem = _storage_problem(e)
+        if problem is None:
+            raise
+        print(f"avcurate: the run failed: {problem}", file=sys.stderr)
+        return 1
     if args.runner != LOCAL:
         # Beam stops the job servers it started (a Prism runner process, for one) in exit handlers, which
         # exit_after skips; the local runner starts none.
@@ -83,24 +91,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({**summary, "wall_s": round(report.wall_s, 2), "counters": report.counters}, indent=2))
     else:
         print(format_summary(summary, report.wall_s))
+    if summary["inputs"] and summary["inputs_failed"] == summary["inputs"]:
+        print(f"avcurate: every input failed ({summary['inputs']} of {summary['inputs']}); see the failures above",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
 def _prepare_output(output: str, overwrite: bool) -> bool:
-    previous = [p for p in ("index.parquet", "ledger.parquet", "shards") if FileSystems.exists(f"{output}/{p}")]
-    if previous and not overwrite:
-        print(f"avcurate: {output} already holds a run ({', '.join(previous)}); pass --overwrite or pick another "
-              "--output", file=sys.stderr)
+    try:
+        previous = [p for p in ("index.parquet", "ledger.parquet", "shards") if FileSystems.exists(f"{output}/{p}")]
+        if previous and not overwrite:
+            print(f"avcurate: {output} already holds a run ({', '.join(previous)}); pass --overwrite or pick another "
+                  "--output", file=sys.stderr)
+            return False
+        for name in previous:
+            path = f"{output}/{name}"
+            if name == "shards":
+                delete_tree(path)
+            else:
+                FileSystems.delete([path])
+        if is_local(output):
+            os.makedirs(f"{output}/shards", exist_ok=True)
+        # One small write now, so that a read-only folder, a full disk or missing credentials show before the
+        # run, not after every input was decoded.
+        check = f"{output}/.avcurate-write-check"
+        write_bytes(check, b"ok")  # not empty: an empty multipart upload is refused by S3
+        FileSystems.delete([check])
+    except (OSError, StorageError) as e:
+        print(f"avcurate: cannot write to --output {output} ({e}); pick a folder you can write to", file=sys.stderr)
         return False
-    for name in previous:
-        path = f"{output}/{name}"
-        if name == "shards":
-            delete_tree(path)
-        else:
-            FileSystems.delete([path])
-    if is_local(output):
-        os.makedirs(f"{output}/shards", exist_ok=True)
     return True
+
+
+def _storage_problem(error: BaseException) -> str | None:
+    """The message of a StorageError that stopped the run, however the runner wrapped it (some re-raise it as
+    is, others as text in a RuntimeError)."""
+    for e in exception_chain(error):
+        if isinstance(e, StorageError):
+            return str(e)
+        text = str(e)
+        marker = f"{StorageError.__name__}: "
+        if marker in text:
+            return text[text.rindex(marker) + len(marker) :].strip().splitlines()[0]
+    return None
 
 
 def exit_after(code: int) -> None:

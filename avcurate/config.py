@@ -24,9 +24,13 @@ class DecodeConfig:
     sample_rate: int = 16000
     channels: int = 1
     probe_timeout_s: float = 30.0
-    # A source may take this long, plus timeout_per_media_s per second of media, before it is killed.
+    # Decoding a source is stopped when it makes no progress (no frame decoded, no clip staged) for
+    # stall_timeout_s; when it has run longer than timeout_s plus timeout_per_media_s per second of media decoded
+    # so far (measured, not what the header claims); and, whatever its progress, after max_timeout_s.
+    stall_timeout_s: float = 60.0
     timeout_s: float = 60.0
     timeout_per_media_s: float = 3.0
+    max_timeout_s: float = 7200.0
     memory_limit_mb: int = 3072  # cap on what the sandboxed decoder process allocates (RLIMIT_DATA)
     threads: int = 1  # decoder and encoder threads per worker; parallelism comes from workers
 

@@ -3,7 +3,12 @@ audio shift is known. Deterministic: fixed encoder settings and thread count, no
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
+import os
+import sys
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 import av
@@ -26,6 +31,7 @@ class VideoClipWriter:
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = threads
         stream.options = {"crf": str(cfg.crf), "preset": cfg.preset}
+        _open_encoder(stream.codec_context)
         self._stream = stream
         self._time_base = 1 / rate
         self.frames = 0
@@ -39,6 +45,49 @@ class VideoClipWriter:
     def close(self) -> None:
         self._container.mux(self._stream.encode(None))
         self._container.close()
+
+
+def _open_encoder(codec_context: av.CodecContext) -> None:
+    """Open the encoder now rather than at the first frame, so that running out of memory is recognised: x264
+    says so only on stderr ("malloc of size N failed") and the open fails as a generic external error."""
+    with _stderr_captured() as captured:
+        try:
+            codec_context.open()
+        except av.error.ExternalError as e:
+            said = captured()
+            if "malloc" in said or "memory" in said.lower():
+                raise MemoryError(f"the {codec_context.name} encoder could not allocate its buffers") from e
+            raise
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[Callable[[], str]]:
+    """What native code writes to stderr meanwhile, readable through the yielded function and passed on."""
+    read_end, write_end = os.pipe()
+    # A library that writes more than a pipe holds loses the rest rather than blocking this process.
+    fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) | os.O_NONBLOCK)
+    fcntl.fcntl(read_end, fcntl.F_SETFL, fcntl.fcntl(read_end, fcntl.F_GETFL) | os.O_NONBLOCK)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    chunks: list[bytes] = []
+
+    def captured() -> str:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(read_end, 65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    try:
+        yield captured
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        text = captured()
+        os.close(read_end)
+        if text:
+            sys.stderr.write(text)
 
 
 def mux_clip(video_path: str, audio: np.ndarray, sample_rate: int, cfg: EncodeConfig) -> bytes:

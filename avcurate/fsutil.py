@@ -13,6 +13,11 @@ OPTIONS_ENV = "AVCURATE_FILESYSTEM_OPTIONS"
 _configured = False
 
 
+class StorageError(Exception):
+    """The run's own storage (its output, staging area or scratch folder) failed: the run's problem, never the
+    input's. The message names the path and what to check."""
+
+
 def filesystems() -> Any:
     """Beam's FileSystems, imported on first use (the import is slow, and local-only runs of a decoder skip it)."""
     global _configured
@@ -38,7 +43,22 @@ def makedirs(path: str) -> None:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Write `path` whole: a temporary name first, then a rename, so a reader never sees half a file."""
+    """Write `path` whole: a temporary name first, then a rename, so a reader never sees half a file.
+
+    Raises StorageError when the storage refuses (full, read-only, not a folder, no credentials, ...).
+    """
+    try:
+        _write_bytes(path, data)
+    except MemoryError:
+        raise
+    except Exception as e:  # remote filesystems fail with their client's own exceptions (credentials, HTTP)
+        raise StorageError(
+            f"cannot write {path}: {type(e).__name__}: {e}; check that it is writable, that its disk has free space "
+            "and that the storage credentials allow writing there"
+        ) from e
+
+
+def _write_bytes(path: str, data: bytes) -> None:
     if is_local(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"

@@ -1,7 +1,7 @@
 """The typed data model every stage speaks: a source, what probing found, its clips, and its outcome.
 
-Plain dataclasses, no Beam: they pickle between Beam workers and the sandboxed decoder, and turn into
-index/ledger rows and sample metadata through `to_dict`.
+Plain dataclasses, no Beam: they pickle between Beam workers, come back from the sandboxed decoder as JSON
+(`avcurate.replies`), and turn into index/ledger rows and sample metadata through `to_dict`.
 """
 
 from __future__ import annotations

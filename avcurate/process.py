@@ -5,9 +5,11 @@ Plain Python, no Beam. Runs inside the sandbox (`avcurate.sandbox`) so a hostile
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,14 +17,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .clips import END, MAX_LENGTH, Segmenter
-from .config import Config
+from .config import Config, DecodeConfig
 from .decode import AlignedDecoder, AVFrame, luma
 from .encode import VideoClipWriter, mux_clip
 from .filters import apply_filters, source_sync_correction
-from .fsutil import write_bytes
+from .fsutil import StorageError, is_local, write_bytes
 from .model import KEPT, Clip, ClipScores, ProbeInfo, Source, SourceResult
 from .probe import check_decodable, open_container, probe_container
-from .sandbox import Sandbox, SourceFailure
+from .replies import source_result
+from .sandbox import Deadline, Sandbox, SourceFailure, heartbeat
 from .scorers import build_scorers
 from .scorers.base import ClipSignals
 from .shots import Cut, build_detector, quarter_yuv
@@ -135,6 +138,7 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
                 while lookahead and lookahead[0][0].index < detector.settled:
                     take(*lookahead.popleft())
                 last_index = frame.index
+                heartbeat((frame.index + 1) / fps)
             note_cuts(detector.flush())
             while lookahead:
                 take(*lookahead.popleft())
@@ -207,6 +211,7 @@ def _filter_and_stage(
             clip.mp4_bytes = len(data)
             write_bytes(clip.staged_path, data)
         os.unlink(video_path)
+        heartbeat()
 
 
 def _read_samples(path: str, start: int, stop: int, channels: int) -> np.ndarray:
@@ -226,16 +231,60 @@ def _read_samples(path: str, start: int, stop: int, channels: int) -> np.ndarray
     return out
 
 
+# A storage error may pass (a throttled bucket, an expiring token): tries a source this many times, waiting
+# this long between tries, before the run fails.
+_STORAGE_RETRY_WAITS_S = (1.0, 4.0)
+
+
+def decode_deadline(cfg: DecodeConfig) -> Deadline:
+    """How long decoding one source may take: judged by its progress, never by its header's duration (which
+    may be missing, or say 1e12 s)."""
+    return Deadline(
+        cap_s=cfg.max_timeout_s, stall_s=cfg.stall_timeout_s, base_s=cfg.timeout_s, per_media_s=cfg.timeout_per_media_s
+    )
+
+
 def curate_source(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox) -> SourceResult:
-    """`process_source` in the sandbox, bounded in time and memory. Never raises: failures become results."""
+    """`process_source` in the sandbox, bounded in time and memory. Failures of the source become results;
+    failures of the run's own storage raise StorageError, after a few tries."""
     if source.listing_error:
         return SourceResult(source=source, error=source.listing_error, error_type="input")
-    scratch = tempfile.mkdtemp(prefix="avcurate-")
+    waits = iter(_STORAGE_RETRY_WAITS_S)
+    while True:
+        try:
+            return _curate_once(source, cfg, staging_dir, sandbox)
+        except SourceFailure as failure:
+            if failure.kind != "storage":
+                return SourceResult(source=source, error=str(failure), error_type=failure.kind)
+            wait_s = next(waits, None)
+            if wait_s is None:
+                raise StorageError(
+                    f"{failure} [tried {len(_STORAGE_RETRY_WAITS_S) + 1} times on {source.uri}; scratch folder "
+                    f"{tempfile.gettempdir()}, staging {staging_dir}]"
+                ) from None
+            time.sleep(wait_s)
+
+
+def _curate_once(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox) -> SourceResult:
     try:
-        probe = sandbox.call(probe_source, source.uri, timeout_s=cfg.decode.probe_timeout_s, what="probing")
-        budget = cfg.decode.timeout_s + cfg.decode.timeout_per_media_s * max(probe.duration_s, 0.0)
-        return sandbox.call(process_source, source, cfg, staging_dir, scratch, timeout_s=budget)
-    except SourceFailure as failure:
-        return SourceResult(source=source, error=str(failure), error_type=failure.kind)
+        scratch = tempfile.mkdtemp(prefix="avcurate-")
+    except OSError as e:
+        raise SourceFailure("storage", f"cannot make a scratch folder in {tempfile.gettempdir()}: {e}; set TMPDIR "
+                            "to a writable folder with free space") from None  # fmt: skip
+    # The child works in a folder of its own: it gets absolute paths. The ledger keeps the source as given.
+    child_source = dataclasses.replace(source, uri=os.path.abspath(source.uri)) if _is_path(source.uri) else source
+    staging = os.path.abspath(staging_dir) if _is_path(staging_dir) else staging_dir
+    remote = not is_local(source.uri) or not is_local(staging_dir)
+    try:
+        # Headers first, under their own short deadline: a file that blocks on open fails fast.
+        sandbox.call(probe_source, child_source.uri, deadline=cfg.decode.probe_timeout_s, what="probing", storage=remote)
+        data = sandbox.call(
+            process_source, child_source, cfg, staging, scratch, deadline=decode_deadline(cfg.decode), storage=remote
+        )
+        return source_result(data, source)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _is_path(uri: str) -> bool:
+    return "://" not in uri

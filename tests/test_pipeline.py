@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import subprocess
 import sys
 from collections import Counter
@@ -222,3 +223,46 @@ def test_a_portable_runner_writes_the_same_bytes(sample_set: SampleSet, runs, tm
     assert names == sorted(p.relative_to(output) for p in output.rglob("*") if p.is_file())
     for name in names:
         assert sha256(first / name) == sha256(output / name), name
+
+
+def test_an_unwritable_output_is_one_clear_line_and_exit_2(sample_set: SampleSet, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    done = run_cli("run", "--input", str(sample_set.folder), "--output", str(tmp_path / "a-file" / "out"))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
+    assert f"cannot write to --output {tmp_path / 'a-file' / 'out'}" in done.stderr
+
+
+def test_a_run_where_every_input_failed_exits_non_zero(sample_set: SampleSet, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for sample in sample_set.files:
+        if sample.key in ("truncated", "random_bytes"):
+            (broken / sample.name).write_bytes(sample.path.read_bytes())
+    done = run_cli("run", "--input", str(broken), "--output", str(tmp_path / "out"))
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "every input failed (2 of 2)" in done.stderr
+    assert "inputs failed:    2" in done.stdout
+
+
+def test_a_full_scratch_disk_fails_the_run_not_the_inputs(sample_set: SampleSet, tmp_path: Path) -> None:
+    """A file size limit (ulimit -f) makes every write past 64 KiB fail (EFBIG), as a full disk fails them: the
+    run stops with a message naming the storage and the fix, instead of blaming each input as `internal`."""
+    good = tmp_path / "good"
+    good.mkdir()
+    kept = next(s for s in sample_set.files if s.expect == KEPT)
+    (good / kept.name).write_bytes(kept.path.read_bytes())
+    limit = 64 * 1024
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run([sys.executable, "-m", "avcurate.cli", "run", "--input", str(good), "--output",
+                           str(tmp_path / "out"), "--workers", "1"], capture_output=True, text=True, timeout=600,
+                          preexec_fn=small_files)  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("avcurate: the run failed: writing failed: [Errno 27] File too large"), last
+    assert "TMPDIR" in last and "--output" in last and "tried 3 times" in last
+    assert not (tmp_path / "out" / "ledger.parquet").exists()
