@@ -230,7 +230,8 @@ class AlignedDecoder:
         self.audio = _AudioTimeline(cfg.channels, cfg.sample_rate)
         self.audio_lead_s = 0.0  # audio before the first video frame: outside the timeline, not used
         self.audio_format_changes = 0
-        self.later_sizes: list[tuple[int, int]] = []  # display sizes after the first, letterboxed into `size`
+        self.size_changes = 0  # picture geometry changes mid-stream; later pictures are letterboxed into `size`
+        self.later_sizes: dict[tuple[int, int], None] = {}  # their display sizes, in order, each once
         discontinuous = bool(container.format.flags & av.format.Flags.ts_discont.value)
         self._reanchor = _Reanchor((self.video_stream, self.audio_stream), discontinuous)
         self._audio_input: tuple[str, str, int] | None = None  # the resampler's input format, layout and rate
@@ -435,7 +436,8 @@ class AlignedDecoder:
             width, height = self.size
         else:
             width, height = fit_size(display_w, display_h, self.size, self.cfg.upscale)
-            self.later_sizes.append((round(display_w), round(display_h)))
+            self.size_changes += 1
+            self.later_sizes[round(display_w), round(display_h)] = None
         scaled_w, scaled_h = (height, width) if self.rotation % 180 == 90 else (width, height)
         graph = av.filter.Graph()
         chain = [graph.add_buffer(template=self.video_stream, width=frame.width, height=frame.height, format=frame.format)]
