@@ -77,24 +77,26 @@ class _Reanchor:
         if raw is None:
             return
         last = clock.last
-        if last is not None:
-            if raw < last - clock.back or (clock.forward is not None and raw > clock.end + clock.forward):
-                if clock.follow is not None:  # the same discontinuity, met first in another stream
-                    clock.offset += round(clock.follow[0] / clock.time_base)
-                else:
-                    delta = raw - clock.end
-                    clock.offset -= delta
-                    for other in self._clocks.values():
-                        if other is not clock:
-                            other.follow = (-delta * clock.time_base, clock)
-                    self.jumps += 1
-            elif clock.follow is not None and clock.follow[0] < 0:
-                # A forward jump this stream does not share is a gap in the other stream alone, not a new clock:
-                # put that stream back on its own timestamps (only packets demuxed in between were moved).
-                shift, jumped = clock.follow
-                jumped.offset -= round(shift / jumped.time_base)
-                self.jumps -= 1
-            clock.follow = None
+        jumped = last is not None and (
+            raw < last - clock.back or (clock.forward is not None and raw > clock.end + clock.forward)
+        )
+        if clock.follow is not None and (jumped or last is None):
+            # The same discontinuity, met first in another stream (a stream that starts after it is on the new clock).
+            clock.offset += round(clock.follow[0] / clock.time_base)
+        elif jumped:
+            delta = raw - clock.end
+            clock.offset -= delta
+            for other in self._clocks.values():
+                if other is not clock:
+                    other.follow = (-delta * clock.time_base, clock)
+            self.jumps += 1
+        elif clock.follow is not None and clock.follow[0] < 0:
+            # A forward jump this stream does not share is a gap in the other stream alone, not a new clock: put
+            # that stream back on its own timestamps (only packets demuxed in between were moved).
+            shift, source = clock.follow
+            source.offset -= round(shift / source.time_base)
+            self.jumps -= 1
+        clock.follow = None
         clock.end = raw + (packet.duration or (raw - last if last is not None else 0))
         clock.last = raw
         if clock.offset:
