@@ -238,8 +238,8 @@ class AlignedDecoder:
         self._reanchor = _Reanchor((self.video_stream, self.audio_stream), discontinuous)
         self._audio_input: tuple[str, str, int] | None = None  # the resampler's input format, layout and rate
         self._resampler: Any = None
-        # The previous audio packet's pts and duration, and where its samples end (see `_retime`).
-        self._audio_prev: tuple[int, int, int] | None = None
+        # The previous audio packet's pts and duration, and its frame's pts, samples, rate and time base (`_retime`).
+        self._audio_prev: tuple[Any, ...] | None = None
         self._geometry: tuple[int, int, str, Fraction | None] | None = None  # what the scaler graph was built for
         self._first_sar: Fraction | None = None
         self._graph: Any = None
@@ -399,11 +399,11 @@ class AlignedDecoder:
         is such a frame: it follows the previous one's samples instead.
         """
         prev, raw = self._audio_prev, packet.pts
-        if self.audio_format_changes and frame.pts is not None and prev is not None and raw == prev[0] + prev[1]:
-            frame.pts = prev[2]
-        if frame.pts is not None and raw is not None and frame.time_base:
-            samples_ticks = round(frame.samples / (frame.sample_rate * frame.time_base))
-            self._audio_prev = (raw, packet.duration or 0, frame.pts + samples_ticks)
+        if self.audio_format_changes and prev is not None and prev[2] is not None and raw == prev[0] + prev[1]:
+            _, _, pts, samples, rate, time_base = prev
+            frame.pts = pts + round(samples / (rate * time_base))
+        # Kept raw, and worked out only after a change: a Fraction per audio frame would cost CPU for nothing.
+        self._audio_prev = (raw, packet.duration or 0, frame.pts, frame.samples, frame.sample_rate, frame.time_base)
 
     def _push_audio(self, frame: av.AudioFrame, origin: float) -> None:
         # The resampler gives planar float32, one plane per channel: read the planes in place (to_ndarray copies).
