@@ -11,8 +11,13 @@ one. Ties recur at fixed phases (every odd frame of a 50 fps source, every sixth
 rule shows all of those pictures late (10 ms on average at 50 fps); alternating them keeps the mean at zero.
 The stream ends at slot round(end * fps), `end` being the last frame's time plus its duration. Picking the
 frame on screen at n / fps instead (rounding down) would show each picture up to a whole output frame late
-against its sound (half a frame, 20 ms at 25 fps, on average). Variable frame rate sources are handled alike. Memory holds a few frames and the audio
-not yet paired with video, whatever the source length.
+against its sound (half a frame, 20 ms at 25 fps, on average). Variable frame rate sources are handled alike.
+
+Real-world streams: audio that is missing (ends early, starts late, pauses) becomes silence, counted per frame;
+timestamp resets and jumps are removed as the ffmpeg CLI removes them, so the timeline continues; an audio
+format change rebuilds the resampler and a picture size change the scaler (later sizes are letterboxed into the
+first one's output size). Memory holds at most `max_interleave_s` of video frames and the audio not yet paired
+with video, whatever the source length.
 """
 
 from __future__ import annotations
@@ -31,6 +36,76 @@ from .probe import MediaError, main_streams, normalise_rotation
 _AUDIO_SLACK = 0.002  # seconds: resampler rounding treated as contiguous audio
 
 
+# Timestamp jumps that are discontinuities, not content. In formats that allow them (MPEG-TS: joined files,
+# broadcast splices) FFmpeg's own rule: dts going back by more than 0.1 s, or forward by more than 10 s
+# (dts_delta_threshold). Elsewhere a forward jump is a real pause, and only a reset further back than any B-frame
+# reordering reaches (packets may carry a pts only) counts.
+_DISCONT_BACK_S, _DISCONT_FORWARD_S = 0.1, 10.0
+_RESET_BACK_S = 1.0
+
+
+class _StreamClock:
+    """One stream's packet timestamps (in its time base) and the offset that re-anchors them."""
+
+    def __init__(self, time_base: Fraction, back_s: float, forward_s: float | None) -> None:
+        self.time_base = time_base
+        self.back = round(back_s / time_base)
+        self.forward = round(forward_s / time_base) if forward_s is not None else None
+        self.last: int | None = None  # the previous packet's raw dts
+        self.end = 0  # where the next packet should start (raw)
+        self.offset = 0  # added to raw timestamps
+        # Another stream's jump, in seconds, to take at this stream's own jump (and that stream's clock).
+        self.follow: tuple[Fraction, _StreamClock] | None = None
+
+
+class _Reanchor:
+    """Removes timestamp discontinuities from packets before decoding, so the timeline continues across them.
+
+    The stream that meets a jump first is shifted to continue where it left off; every other stream takes the
+    same shift at its own jump, so the new segment keeps its own audio-video alignment.
+    """
+
+    def __init__(self, streams: tuple[Any, ...], discontinuous_format: bool) -> None:
+        back_s = _DISCONT_BACK_S if discontinuous_format else _RESET_BACK_S
+        forward_s = _DISCONT_FORWARD_S if discontinuous_format else None
+        self._clocks = {s.index: _StreamClock(s.time_base or Fraction(1, 90000), back_s, forward_s) for s in streams}
+        self.jumps = 0
+
+    def adjust(self, packet: av.Packet) -> None:
+        clock = self._clocks[packet.stream.index]
+        raw = packet.dts if packet.dts is not None else packet.pts
+        if raw is None:
+            return
+        last = clock.last
+        jumped = last is not None and (
+            raw < last - clock.back or (clock.forward is not None and raw > clock.end + clock.forward)
+        )
+        if clock.follow is not None and (jumped or last is None):
+            # The same discontinuity, met first in another stream (a stream that starts after it is on the new clock).
+            clock.offset += round(clock.follow[0] / clock.time_base)
+        elif jumped:
+            delta = raw - clock.end
+            clock.offset -= delta
+            for other in self._clocks.values():
+                if other is not clock:
+                    other.follow = (-delta * clock.time_base, clock)
+            self.jumps += 1
+        elif clock.follow is not None and clock.follow[0] < 0:
+            # A forward jump this stream does not share is a gap in the other stream alone, not a new clock: put
+            # that stream back on its own timestamps (only packets demuxed in between were moved).
+            shift, source = clock.follow
+            source.offset -= round(shift / source.time_base)
+            self.jumps -= 1
+        clock.follow = None
+        clock.end = raw + (packet.duration or (raw - last if last is not None else 0))
+        clock.last = raw
+        if clock.offset:
+            if packet.pts is not None:
+                packet.pts += clock.offset
+            if packet.dts is not None:
+                packet.dts += clock.offset
+
+
 class DecodeError(MediaError):
     kind = "decode"
 
@@ -40,6 +115,7 @@ class AVFrame:
     index: int  # output frame number on the source timeline
     video: av.VideoFrame  # yuv420p at the target size, square pixels, display orientation
     audio: np.ndarray  # float32 [channels, samples] for [index / fps, (index + 1) / fps)
+    audio_missing: int = 0  # how many of those samples are silence standing in for audio the source lacks
 
 
 def display_size(width: int, height: int, sar: Fraction | None, rotation: int) -> tuple[float, float]:
@@ -66,48 +142,71 @@ def target_size(
     return max(2, 2 * round(display_w * short_side / display_h / 2)), short_side
 
 
+def fit_size(display_w: float, display_h: float, box: tuple[int, int], upscale: bool = False) -> tuple[int, int]:
+    """The largest even (w, h) of the display aspect that fits in `box`, not enlarged unless `upscale`."""
+    scale = min(box[0] / display_w, box[1] / display_h)
+    if not upscale:
+        scale = min(scale, 1.0)
+    return tuple(min(side, max(2, 2 * round(x * scale / 2))) for x, side in zip((display_w, display_h), box))
+
+
 class _AudioTimeline:
-    """Audio samples placed on the output timeline by their timestamps."""
+    """Audio samples placed on the output timeline by their timestamps; silence where there are none.
+
+    Silence is kept as a count of samples, not as zeros, so that each frame can say how much of its audio was
+    missing (`take`).
+    """
 
     def __init__(self, channels: int, rate: int) -> None:
         self.channels, self.rate = channels, rate
         self.start = 0  # timeline index of the first buffered sample
         self.end = 0  # timeline index one past the last buffered sample
-        self._chunks: deque[np.ndarray] = deque()
+        self._chunks: deque[np.ndarray | int] = deque()  # samples, or a number of silent samples (a gap)
         self.gaps_filled = 0
+        self.missing = 0  # samples handed out as silence because the source had no audio for them
+        self.late = 0  # samples that came after their frames had been handed out with silence (dropped)
+        self._silent = (0, 0)  # the last stretch `take` handed out as silence for audio not yet there
 
     def push(self, samples: np.ndarray, at: int | None) -> None:
         at = self.end if at is None else at
         slack = int(_AUDIO_SLACK * self.rate)
         if at > self.end + slack:  # a gap (or late-starting audio): fill with silence
-            self._append(np.zeros((self.channels, at - self.end), np.float32))
+            self._chunks.append(at - self.end)
+            self.end = at
             self.gaps_filled += 1
         elif at < self.end - slack:  # overlap (or audio before the first video frame): drop what is already covered
+            self.late += max(0, min(at + samples.shape[1], self._silent[1]) - max(at, self._silent[0]))
             samples = samples[:, self.end - at :]
         if samples.shape[1]:
-            self._append(samples)
+            self._chunks.append(np.ascontiguousarray(samples, dtype=np.float32))
+            self.end += samples.shape[1]
 
-    def _append(self, samples: np.ndarray) -> None:
-        self._chunks.append(np.ascontiguousarray(samples, dtype=np.float32))
-        self.end += samples.shape[1]
-
-    def take(self, stop: int) -> np.ndarray:
-        """Samples [start, stop), zero-padded past the end of the audio."""
+    def take(self, stop: int) -> tuple[np.ndarray, int]:
+        """Samples [start, stop), and how many of them are silence standing in for missing audio."""
         want = stop - self.start
         out = np.zeros((self.channels, want), np.float32)
-        filled = 0
+        filled = silent = 0
         while filled < want and self._chunks:
             chunk = self._chunks[0]
-            n = min(chunk.shape[1], want - filled)
-            out[:, filled : filled + n] = chunk[:, :n]
+            size = chunk if isinstance(chunk, int) else chunk.shape[1]
+            n = min(size, want - filled)
+            if isinstance(chunk, int):
+                silent += n
+            else:
+                out[:, filled : filled + n] = chunk[:, :n]
             filled += n
-            if n == chunk.shape[1]:
+            if n == size:
                 self._chunks.popleft()
             else:
-                self._chunks[0] = chunk[:, n:]
+                self._chunks[0] = chunk - n if isinstance(chunk, int) else chunk[:, n:]
+        if filled < want:  # past the end of the audio that has come
+            silent += want - filled
+            begin = self.start + filled
+            self._silent = (self._silent[0] if self._silent[1] == begin else begin, stop)
         self.start = stop
         self.end = max(self.end, stop)
-        return out
+        self.missing += silent
+        return out, silent
 
 
 class AlignedDecoder:
@@ -122,15 +221,33 @@ class AlignedDecoder:
         self.fps = Fraction(cfg.fps).limit_denominator(1001)
         # Integer arithmetic on the exact rate: Fraction objects per frame cost measurable CPU.
         self._fps_num, self._fps_den = self.fps.numerator, self.fps.denominator
+        # Demux is in timestamp order, within this much in a well-formed file: audio for a time further behind the
+        # video than this is not coming any more.
+        self.max_interleave_s = max_interleave_s
         self.max_pending = int(max_interleave_s * cfg.fps)
         self.rotation = 0
         self.size: tuple[int, int] | None = None  # output (w, h)
         self.source_size: tuple[int, int] | None = None  # the source's display (w, h), before any scaling
         self.corrupt_packets = 0
         self.audio = _AudioTimeline(cfg.channels, cfg.sample_rate)
-        layout = "mono" if cfg.channels == 1 else "stereo" if cfg.channels == 2 else f"{cfg.channels}c"
-        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=cfg.sample_rate)
+        self.audio_lead_s = 0.0  # audio before the first video frame: outside the timeline, not used
+        self.audio_format_changes = 0
+        self.size_changes = 0  # picture geometry changes mid-stream; later pictures are letterboxed into `size`
+        self.later_sizes: dict[tuple[int, int], None] = {}  # their display sizes, in order, each once
+        discontinuous = bool(container.format.flags & av.format.Flags.ts_discont.value)
+        self._reanchor = _Reanchor((self.video_stream, self.audio_stream), discontinuous)
+        self._audio_input: tuple[str, str, int] | None = None  # the resampler's input format, layout and rate
+        self._resampler: Any = None
+        # The previous audio packet's pts and duration, and its frame's pts, samples, rate and time base (`_retime`).
+        self._audio_prev: tuple[Any, ...] | None = None
+        self._geometry: tuple[int, int, str, Fraction | None] | None = None  # what the scaler graph was built for
+        self._first_sar: Fraction | None = None
         self._graph: Any = None
+
+    @property
+    def discontinuities(self) -> int:
+        """Timestamp resets and jumps removed (the timeline continues across them)."""
+        return self._reanchor.jumps
 
     def sample_boundary(self, index: int) -> int:
         """Timeline sample where output frame `index` starts (exact for non-integer samples per frame)."""
@@ -155,12 +272,20 @@ class AlignedDecoder:
         queue: deque[tuple[int, av.VideoFrame]] = deque()  # emitted video waiting for its audio
         next_index = 0
         audio_done = False
-        early_audio: list[av.AudioFrame] = []
+        early_audio: deque[av.AudioFrame] = deque()  # before the first video frame: its time is not known yet
+        first_audio_s: float | None = None
 
         def ready() -> Iterator[AVFrame]:
-            while queue and (audio_done or self.audio.end >= self.sample_boundary(queue[0][0] + 1)):
+            # A frame goes once its audio has come, or cannot come any more: the audio ended, or the video is
+            # more than the interleave window past it (the audio is missing there: silence).
+            while queue and (
+                audio_done
+                or self.audio.end >= self.sample_boundary(queue[0][0] + 1)
+                or queue[0][0] < next_index - self.max_pending
+            ):
                 index, frame = queue.popleft()
-                yield AVFrame(index, frame, self.audio.take(self.sample_boundary(index + 1)))
+                audio, missing = self.audio.take(self.sample_boundary(index + 1))
+                yield AVFrame(index, frame, audio, missing)
 
         def emit_until(slot: int) -> None:
             """The pending frame fills output slots up to, not including, `slot`."""
@@ -170,20 +295,18 @@ class AlignedDecoder:
                 converted = converted or self._convert(pending[0])
                 queue.append((next_index, converted))
                 next_index += 1
-            if len(queue) > self.max_pending:
-                raise DecodeError(
-                    f"audio and video are interleaved more than {self.max_pending / self.cfg.fps:.0f} s apart; "
-                    "remux the source (`ffmpeg -i in -c copy out.mp4`) so streams are interleaved"
-                )
 
         for kind, frame in self._decoded():
             if kind == "audio":
                 if frame is None:
                     audio_done = True
                 elif origin is None:  # placed once the first video frame fixes the timeline origin
+                    first_audio_s = frame.time if first_audio_s is None else first_audio_s
                     early_audio.append(frame)
-                    if len(early_audio) > self.max_pending * 4:
-                        raise DecodeError("no video frame within the first audio seconds; the video stream is empty")
+                    # The first video frame cannot be further behind this audio than the interleave window, and
+                    # audio before it is not used: keep only what could still be needed.
+                    while early_audio[-1].time - early_audio[0].time > self.max_interleave_s:
+                        early_audio.popleft()
                 else:
                     self._push_audio(frame, origin)
             else:
@@ -192,6 +315,8 @@ class AlignedDecoder:
                     first_pts = pts if pts is not None else 0
                     origin = float(first_pts * tb)
                     self.rotation = normalise_rotation(getattr(frame, "rotation", 0) or 0)
+                    if first_audio_s is not None:
+                        self.audio_lead_s = max(0.0, origin - first_audio_s)
                     for early in early_audio:
                         self._push_audio(early, origin)
                     early_audio.clear()
@@ -222,6 +347,7 @@ class AlignedDecoder:
         try:
             for packet in self.container.demux(self.video_stream, self.audio_stream):
                 kind = "video" if packet.stream.index == self.video_stream.index else "audio"
+                self._reanchor.adjust(packet)
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as e:
@@ -235,17 +361,49 @@ class AlignedDecoder:
                     continue
                 for frame in frames:
                     if kind == "audio":
-                        yield from (("audio", f) for f in self._resampler.resample(frame))
+                        self._retime(packet, frame)
+                        yield from (("audio", f) for f in self._resample(frame))
                     else:
                         yield "video", frame
-            for f in self._resampler.resample(None):
-                yield "audio", f
+            yield from (("audio", f) for f in self._resample(None))
         except av.error.FFmpegError as e:
             raise DecodeError(
                 f"decoding stopped: {e}; the file is damaged or was cut short. Check it with `ffprobe`, or "
                 "re-export it"
             ) from e
         yield "audio", None
+
+    def _resample(self, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
+        """To the target rate and layout; a new resampler when the input format changes (the old one flushed)."""
+        flushed: list[av.AudioFrame] = []
+        if frame is not None:
+            audio_input = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if audio_input != self._audio_input:
+                if self._resampler is not None:
+                    flushed = self._resampler.resample(None)
+                    self.audio_format_changes += 1
+                layout = "mono" if self.cfg.channels == 1 else "stereo" if self.cfg.channels == 2 else f"{self.cfg.channels}c"
+                self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.cfg.sample_rate)
+                self._audio_input = audio_input
+        elif self._resampler is None:
+            return []
+        # A pass-through resampler (input already in the target format) answers a flush with [None].
+        return [f for f in flushed + self._resampler.resample(frame) if f is not None]
+
+    def _retime(self, packet: av.Packet, frame: av.AudioFrame) -> None:
+        """Timestamps the demuxer extrapolated from the stream's first sample rate, redone at the actual one.
+
+        MPEG-TS carries a timestamp per PES packet, which holds several audio frames; the demuxer times the
+        others by the frame durations of the stream's header rate, which are wrong after a rate change (the
+        frames would overlap or leave gaps). A packet timed exactly one packet duration after the previous one
+        is such a frame: it follows the previous one's samples instead.
+        """
+        prev, raw = self._audio_prev, packet.pts
+        if self.audio_format_changes and prev is not None and prev[2] is not None and raw == prev[0] + prev[1]:
+            _, _, pts, samples, rate, time_base = prev
+            frame.pts = pts + round(samples / (rate * time_base))
+        # Kept raw, and worked out only after a change: a Fraction per audio frame would cost CPU for nothing.
+        self._audio_prev = (raw, packet.duration or 0, frame.pts, frame.samples, frame.sample_rate, frame.time_base)
 
     def _push_audio(self, frame: av.AudioFrame, origin: float) -> None:
         # The resampler gives planar float32, one plane per channel: read the planes in place (to_ndarray copies).
@@ -259,19 +417,32 @@ class AlignedDecoder:
 
     def _convert(self, frame: av.VideoFrame) -> av.VideoFrame:
         """Scale to the target size (square pixels), rotate to display orientation, yuv420p."""
-        if self._graph is None:
-            self._graph = self._build_graph(frame)
+        # Once per output picture, not per slot: a few attribute reads.
+        geometry = (frame.width, frame.height, frame.format.name, self.video_stream.codec_context.sample_aspect_ratio)
+        if geometry != self._geometry:
+            self._graph = self._build_graph(frame, geometry[3])
+            self._geometry = geometry
         self._graph.push(frame)
         return self._graph.pull()
 
-    def _build_graph(self, frame: av.VideoFrame) -> Any:
-        sar = self.video_stream.sample_aspect_ratio
-        width, height = target_size(frame.width, frame.height, sar, self.rotation, self.cfg.short_side, self.cfg.upscale)
-        self.size = (width, height)
-        self.source_size = tuple(round(x) for x in display_size(frame.width, frame.height, sar, self.rotation))
+    def _build_graph(self, frame: av.VideoFrame, codec_sar: Fraction | None) -> Any:
+        """The scaler for this input geometry. The first sets the output size; later ones are letterboxed into it."""
+        if self.size is None:
+            self._first_sar = codec_sar
+        # The stream's aspect (the container's, where it says one) unless the codec's own has changed since.
+        sar = self.video_stream.sample_aspect_ratio if codec_sar == self._first_sar else codec_sar
+        display_w, display_h = display_size(frame.width, frame.height, sar, self.rotation)
+        if self.size is None:
+            self.size = target_size(frame.width, frame.height, sar, self.rotation, self.cfg.short_side, self.cfg.upscale)
+            self.source_size = (round(display_w), round(display_h))
+            width, height = self.size
+        else:
+            width, height = fit_size(display_w, display_h, self.size, self.cfg.upscale)
+            self.size_changes += 1
+            self.later_sizes[round(display_w), round(display_h)] = None
         scaled_w, scaled_h = (height, width) if self.rotation % 180 == 90 else (width, height)
         graph = av.filter.Graph()
-        chain = [graph.add_buffer(template=self.video_stream)]
+        chain = [graph.add_buffer(template=self.video_stream, width=frame.width, height=frame.height, format=frame.format)]
         chain.append(graph.add("scale", f"{scaled_w}:{scaled_h}:flags=bilinear"))
         chain.append(graph.add("setsar", "1"))
         if self.rotation == 90:
@@ -280,6 +451,8 @@ class AlignedDecoder:
             chain.append(graph.add("transpose", "clock"))
         elif self.rotation == 180:
             chain += [graph.add("hflip"), graph.add("vflip")]
+        if (width, height) != self.size:
+            chain.append(graph.add("pad", f"{self.size[0]}:{self.size[1]}:(ow-iw)/2:(oh-ih)/2:black"))
         chain.append(graph.add("format", "yuv420p"))
         chain.append(graph.add("buffersink"))
         for a, b in zip(chain, chain[1:]):

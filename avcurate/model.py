@@ -72,6 +72,7 @@ class ClipScores:
     av_offset_ms: float | None = None  # positive: audio lags video
     sync_confidence: float | None = None
     sharpness: float | None = None  # variance of the Laplacian of luma (0..255 units) at the output size
+    audio_missing: float | None = None  # share of the clip's audio the source lacked (silence stands in for it)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,9 +117,9 @@ class Clip:
         return self.end_s - self.start_s
 
     def metadata(self) -> dict[str, Any]:
-        """The sample's `json` member (schemas/sample-metadata.v2.json)."""
+        """The sample's `json` member (schemas/sample-metadata.v3.json)."""
         return {
-            "schema_version": 2,
+            "schema_version": 3,
             "key": self.key,
             "source_id": self.source_id,
             "source_uri": self.source_uri,

@@ -48,11 +48,13 @@ class _OpenClip:
     luma: list[np.ndarray] = field(default_factory=list)  # uint8, a quarter of the clip size: what scorers see
     audio: list[np.ndarray] = field(default_factory=list)
     full_luma: list[np.ndarray] = field(default_factory=list)  # a few frames at full size, for sharpness
+    audio_missing: int = 0  # samples of silence standing in for audio the source lacks
 
     def add(self, frame: AVFrame, yuv: np.ndarray, sample_every: int) -> None:
         self.writer.write(frame.video)
         self.luma.append(np.ascontiguousarray(yuv[0]))  # a copy: a view would hold the chroma planes too
         self.audio.append(frame.audio)
+        self.audio_missing += frame.audio_missing
         if (frame.index - self.first_index) % sample_every == 0:
             self.full_luma.append(luma(frame.video).copy())
 
@@ -100,6 +102,7 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
             for scorer in scorers:
                 for name, value in scorer.score(signals).items():
                     setattr(made.scores, name, value)
+            made.scores.audio_missing = round(clip.audio_missing / max(1, signals.audio.shape[1]), 4)
             made.staged_path = clip.writer.path  # the video-only encode, until the final mux
             result.clips.append(made)
 
@@ -152,11 +155,41 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
         notes.append(f"{transition_frames} frame(s) of gradual transitions dropped")
     if not result.clips and not notes:
         notes.append("no clip")
+    notes += _stream_notes(decoder, (last_index + 1) / fps)
     result.note = "; ".join(notes) or None
     _filter_and_stage(result, cfg, staging_dir, audio_path, decoder.sample_boundary)
     if decoder.corrupt_packets:
         result.note = "; ".join(filter(None, [result.note, f"{decoder.corrupt_packets} corrupt packet(s) skipped"]))
     return result
+
+
+_NOTE_MIN_S = 0.1  # audio shortfalls below this (a few frames at a stream's start or end) are not worth a note
+
+
+def _stream_notes(decoder: AlignedDecoder, duration_s: float) -> list[str]:
+    """What the decoder had to repair in the source's streams, so the ledger says what the clips are made of."""
+    rate = decoder.cfg.sample_rate
+    notes = []
+    missing_s, late_s = decoder.audio.missing / rate, decoder.audio.late / rate
+    if missing_s >= _NOTE_MIN_S:
+        share = missing_s / duration_s if duration_s else 1.0
+        notes.append(f"{missing_s:.1f} s of {duration_s:.1f} s without audio ({share:.0%}), filled with silence")
+    if late_s >= _NOTE_MIN_S:
+        notes.append(
+            f"{late_s:.1f} s of audio came more than {decoder.max_interleave_s:g} s after its video and was dropped; "
+            "remux the source (`ffmpeg -i in -c copy out.mp4`) so streams are interleaved"
+        )
+    if decoder.audio_lead_s >= _NOTE_MIN_S:
+        notes.append(f"{decoder.audio_lead_s:.1f} s of audio before the first video frame not used")
+    if decoder.discontinuities:
+        notes.append(f"{decoder.discontinuities} timestamp discontinuity(ies) re-anchored: the timeline runs on across them")
+    if decoder.audio_format_changes:
+        notes.append(f"audio format changed {decoder.audio_format_changes} time(s) mid-stream")
+    if decoder.size_changes:
+        sizes = ", ".join(f"{w}x{h}" for w, h in decoder.later_sizes)
+        width, height = decoder.size
+        notes.append(f"picture size changed {decoder.size_changes} time(s) (to {sizes}); letterboxed into {width}x{height}")
+    return notes
 
 
 def _make_clip(

@@ -32,7 +32,7 @@ def _schemas_dir() -> Path:
 
 
 SCHEMAS_DIR = _schemas_dir()
-SAMPLE_METADATA_FILE = "sample-metadata.v2.json"
+SAMPLE_METADATA_FILE = "sample-metadata.v3.json"
 INDEX_FILE = f"index.v{INDEX_SCHEMA_VERSION}.json"
 LEDGER_FILE = f"ledger.v{LEDGER_SCHEMA_VERSION}.json"
 

@@ -19,7 +19,7 @@ from avcurate.filters import reason_name
 from avcurate.model import KEPT, REJECTED, Clip, ClipScores, ProbeInfo, SourceResult
 from avcurate.writers.shards import atomic_create
 
-INDEX_SCHEMA_VERSION = 2
+INDEX_SCHEMA_VERSION = 3
 LEDGER_SCHEMA_VERSION = 2
 VERSION_KEY = "avcurate.schema_version"
 
