@@ -16,12 +16,14 @@ against its sound (half a frame, 20 ms at 25 fps, on average). Variable frame ra
 Real-world streams: audio that is missing (ends early, starts late, pauses) becomes silence, counted per frame;
 timestamp resets and jumps are removed as the ffmpeg CLI removes them, so the timeline continues; an audio
 format change rebuilds the resampler and a picture size change the scaler (later sizes are letterboxed into the
-first one's output size). Memory holds at most `max_interleave_s` of video frames and the audio not yet paired
-with video, whatever the source length.
+first one's output size). Memory holds at most `max_interleave_s` of video frames and 60 s of the audio not yet
+paired with video (more waits in a temporary file), whatever the source length.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -150,22 +152,36 @@ def fit_size(display_w: float, display_h: float, box: tuple[int, int], upscale: 
     return tuple(min(side, max(2, 2 * round(x * scale / 2))) for x, side in zip((display_w, display_h), box))
 
 
+@dataclass(frozen=True)
+class _Spilled:
+    """`samples` samples written to the spill file, next in line to be read back."""
+
+    samples: int
+
+
 class _AudioTimeline:
     """Audio samples placed on the output timeline by their timestamps; silence where there are none.
 
     Silence is kept as a count of samples, not as zeros, so that each frame can say how much of its audio was
-    missing (`take`).
+    missing (`take`). At most `memory_s` of audio waits in memory for its video; beyond that it waits in an
+    unnamed temporary file, read back in order, so audio that runs on long past the video (or ahead of it)
+    costs disk, not memory.
     """
 
-    def __init__(self, channels: int, rate: int) -> None:
+    def __init__(self, channels: int, rate: int, memory_s: float = 60.0) -> None:
         self.channels, self.rate = channels, rate
         self.start = 0  # timeline index of the first buffered sample
         self.end = 0  # timeline index one past the last buffered sample
-        self._chunks: deque[np.ndarray | int] = deque()  # samples, or a number of silent samples (a gap)
+        self._chunks: deque[np.ndarray | int | _Spilled] = deque()  # samples, silence (a count), or spilled samples
         self.gaps_filled = 0
         self.missing = 0  # samples handed out as silence because the source had no audio for them
         self.late = 0  # samples that came after their frames had been handed out with silence (dropped)
         self._silent = (0, 0)  # the last stretch `take` handed out as silence for audio not yet there
+        self._memory_limit = int(memory_s * rate)
+        self.in_memory = 0  # samples held in memory
+        self.peak_in_memory = 0
+        self._spill: Any = None  # the temporary file, made when first needed
+        self._spill_read = self._spill_write = 0  # byte offsets: the file is a queue
 
     def push(self, samples: np.ndarray, at: int | None) -> None:
         at = self.end if at is None else at
@@ -177,9 +193,36 @@ class _AudioTimeline:
         elif at < self.end - slack:  # overlap (or audio before the first video frame): drop what is already covered
             self.late += max(0, min(at + samples.shape[1], self._silent[1]) - max(at, self._silent[0]))
             samples = samples[:, self.end - at :]
-        if samples.shape[1]:
-            self._chunks.append(np.ascontiguousarray(samples, dtype=np.float32))
-            self.end += samples.shape[1]
+        n = samples.shape[1]
+        if not n:
+            return
+        samples = np.ascontiguousarray(samples, dtype=np.float32)
+        # Once anything is spilled, later audio follows it to the file: the queue stays in timeline order.
+        if self._spill_write > self._spill_read or self.in_memory + n > self._memory_limit:
+            self._spill_out(samples)
+        else:
+            self._chunks.append(samples)
+            self.in_memory += n
+            self.peak_in_memory = max(self.peak_in_memory, self.in_memory)
+        self.end += n
+
+    def _spill_out(self, samples: np.ndarray) -> None:
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile(prefix="avcurate-audio-")
+        data = samples.tobytes()
+        os.pwrite(self._spill.fileno(), data, self._spill_write)
+        self._spill_write += len(data)
+        self._chunks.append(_Spilled(samples.shape[1]))
+
+    def _spill_in(self, spilled: _Spilled) -> np.ndarray:
+        size = spilled.samples * self.channels * 4
+        data = os.pread(self._spill.fileno(), size, self._spill_read)
+        self._spill_read += size
+        if self._spill_read == self._spill_write:  # drained: start the file over
+            self._spill.truncate(0)
+            self._spill_read = self._spill_write = 0
+        self.in_memory += spilled.samples
+        return np.frombuffer(data, np.float32).reshape(self.channels, spilled.samples)
 
     def take(self, stop: int) -> tuple[np.ndarray, int]:
         """Samples [start, stop), and how many of them are silence standing in for missing audio."""
@@ -188,12 +231,15 @@ class _AudioTimeline:
         filled = silent = 0
         while filled < want and self._chunks:
             chunk = self._chunks[0]
+            if isinstance(chunk, _Spilled):
+                chunk = self._chunks[0] = self._spill_in(chunk)
             size = chunk if isinstance(chunk, int) else chunk.shape[1]
             n = min(size, want - filled)
             if isinstance(chunk, int):
                 silent += n
             else:
                 out[:, filled : filled + n] = chunk[:, :n]
+                self.in_memory -= n
             filled += n
             if n == size:
                 self._chunks.popleft()

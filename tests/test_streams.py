@@ -108,6 +108,29 @@ def test_audio_before_a_late_video_is_not_buffered_beyond_the_interleave_window(
     assert abs(decoder.audio_lead_s - 70.0) < 0.1
 
 
+def test_audio_long_past_the_video_waits_on_disk_not_in_memory(tmp_path: Path) -> None:
+    # 5 s of video, 150 s of sound: the audio after the video is never used, and memory must not hold it.
+    path = tmp_path / "cover.mp4"
+    ffmpeg("-i", video(tmp_path / "v.mp4", 5), "-i", tone(tmp_path / "a.m4a", 150), "-c", "copy", path)
+    decoder, frames, audio, missing = decode(path)
+    assert len(frames) == 125 and audio.shape[1] == 125 * PER_FRAME and sum(missing) == 0
+    assert decoder.audio.peak_in_memory <= 61 * RATE  # the 60 s it keeps in memory (one more frame of slack)
+
+
+def test_audio_spilled_during_a_long_video_pause_comes_back_in_order(tmp_path: Path) -> None:
+    # Video 0-5 s and 95-100 s (a 90 s hole in the picture only), sound throughout: the held picture plays over
+    # the sound of the hole, which waited on disk while no video came.
+    path = tmp_path / "hole.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25:d=10", "-f", "lavfi", "-i",
+           "sine=f=440:d=100:sample_rate=44100", "-vf", "setpts='if(gte(N,125),PTS+90/TB,PTS)'", "-fps_mode",
+           "passthrough", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", path)  # fmt: skip
+    decoder, frames, audio, missing = decode(path)
+    assert len(frames) == 2500 and sum(missing) == 0 and loud_seconds(audio) == "x" * 100
+    assert 0 < decoder.audio.peak_in_memory <= 61 * RATE
+    tone_per_second = [dominant_hz(audio[0, s * RATE : (s + 1) * RATE]) for s in range(100)]
+    assert all(abs(hz - 440) < 2 for hz in tone_per_second)
+
+
 def test_a_clip_without_audio_is_rejected_by_the_silence_rule_and_the_ledger_counts_the_gap(tmp_path: Path) -> None:
     source = audio_ends_early(tmp_path)
     scratch = tmp_path / "scratch"
