@@ -273,7 +273,8 @@ def decode_deadline(cfg: DecodeConfig) -> Deadline:
     """How long decoding one source may take: judged by its progress, never by its header's duration (which
     may be missing, or say 1e12 s)."""
     return Deadline(
-        cap_s=cfg.max_timeout_s, stall_s=cfg.stall_timeout_s, base_s=cfg.timeout_s, per_media_s=cfg.timeout_per_media_s
+        cap_s=cfg.max_timeout_s, stall_s=cfg.stall_timeout_s, base_s=cfg.timeout_s, per_media_s=cfg.timeout_per_media_s,
+        settings="decode.stall_timeout_s, decode.timeout_s / timeout_per_media_s or decode.max_timeout_s",
     )
 
 
@@ -310,7 +311,7 @@ def _curate_once(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox
     remote = not is_local(source.uri) or not is_local(staging_dir)
     try:
         # Headers first, under their own short deadline: a file that blocks on open fails fast.
-        sandbox.call(probe_source, child_source.uri, deadline=cfg.decode.probe_timeout_s, what="probing", storage=remote)
+        sandbox.call(probe_source, child_source.uri, deadline=Deadline(cfg.decode.probe_timeout_s, settings="decode.probe_timeout_s"), what="probing", storage=remote)
         data = sandbox.call(
             process_source, child_source, cfg, staging, scratch, deadline=decode_deadline(cfg.decode), storage=remote
         )

@@ -80,6 +80,7 @@ class Deadline:
     stall_s: float = math.inf
     base_s: float = math.inf
     per_media_s: float = 0.0
+    settings: str = ""  # the config keys that set these bounds, named in the timeout message
 
     def overdue(self, elapsed_s: float, silent_s: float, media_s: float) -> str | None:
         """Why the call must stop now, or None."""
@@ -210,7 +211,6 @@ def _serve(memory_limit_mb: int, isolate_network: bool) -> None:
     # The protocol owns the original stdout; anything a library prints goes to stderr instead.
     _channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    requests = os.fdopen(0, "rb")
     # Imports (and Beam's FileSystems, for remote sources) before saying ready, so that no source's deadline
     # pays for them.
     importlib.import_module("avcurate.process")
@@ -219,7 +219,7 @@ def _serve(memory_limit_mb: int, isolate_network: bool) -> None:
     _send_json(_channel, {"ready": {"network_isolated": network_isolated}})
     while True:
         try:
-            fn, args, cpu_s = _receive_pickle(requests)
+            fn, args, cpu_s = _receive_pickle(0)
         except EOFError:
             return
         # CPU time is limited per call, relative to what the reused child has used so far; exceeding it kills
@@ -238,16 +238,10 @@ def _serve(memory_limit_mb: int, isolate_network: bool) -> None:
         _channel.flush()
 
 
-def _receive_pickle(stream: BinaryIO) -> Any:
+def _receive_pickle(fd: int) -> Any:
     """A request from the parent (trusted: it chose the function and its arguments)."""
-    header = stream.read(8)
-    if len(header) < 8:
-        raise EOFError
-    (size,) = struct.unpack("<Q", header)
-    data = stream.read(size)
-    if len(data) < size:
-        raise EOFError
-    return pickle.loads(data)
+    (size,) = struct.unpack("<Q", _read_exact(fd, 8))
+    return pickle.loads(_read_exact(fd, size))
 
 
 # The parent's side ------------------------------------------------------------------------------------------
@@ -271,13 +265,14 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _read_exact(fd: int, size: int) -> bytes:
-    data = b""
+    """`size` bytes from a pipe (EOFError if it closes first): the framing both sides read."""
+    data = bytearray()
     while len(data) < size:
         chunk = os.read(fd, size - len(data))
         if not chunk:
             raise EOFError
         data += chunk
-    return data
+    return bytes(data)
 
 
 def _receive_json(fd: int) -> dict[str, Any]:
@@ -343,8 +338,7 @@ class Sandbox:
                 raise SourceFailure(
                     "timeout",
                     f"{what} {overdue} and was stopped (a pipe, a stalled network mount or a decoder stuck on a "
-                    "damaged file); raise decode.stall_timeout_s, decode.timeout_s, decode.max_timeout_s or "
-                    "decode.probe_timeout_s if it is just slow",
+                    f"damaged file); raise {deadline.settings or 'the deadline'} if it is just slow",
                 )
             ready, _, _ = select.select([out], [], [], deadline.wait_s(now - started, now - silent_since, media_s))
             if not ready:

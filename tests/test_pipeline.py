@@ -66,6 +66,8 @@ def test_every_input_is_accounted_for(sample_set: SampleSet, runs) -> None:
         if sample.expect == FAILED:
             assert row["error"], sample.key  # a clear message, not just a status
             assert row["error_type"] == sample.error_type, (sample.key, row["error_type"], row["error"])
+            if sample.error_type == "timeout":  # the advice names the setting that stopped it
+                assert "raise decode.probe_timeout_s" in row["error"] and "stall_timeout_s" not in row["error"], row["error"]
         else:
             assert pd.isna(row["error"]) and row["n_clips"] >= 1
 

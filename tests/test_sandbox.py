@@ -151,6 +151,7 @@ def test_an_mkv_claiming_1e12_s_that_stalls_is_stopped_by_its_progress(sandbox: 
     result = outcome[0]
     assert result.error_type == "timeout", result.error
     assert "made no progress for 2 s (stalled after" in result.error and "of media)" in result.error
+    assert "raise decode.stall_timeout_s" in result.error and "probe_timeout_s" not in result.error
 
 
 def test_a_long_stream_without_duration_is_not_cut_at_a_flat_budget(sandbox: Sandbox, tmp_path: Path) -> None:
