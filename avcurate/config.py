@@ -116,6 +116,87 @@ class OutputConfig:
     shard_max_bytes: int = 1 << 30
 
 
+@dataclass(frozen=True)
+class VisualModelConfig:
+    """An OpenCLIP image model, named as OpenCLIP users name one (avcurate/models/openclip.py)."""
+
+    # An architecture ("ViT-B-32") with `pretrained`, "hf-hub:org/repo", or "local-dir:/path" (a folder holding
+    # open_clip_config.json and the weights). None: no visual model.
+    name: str | None = None
+    pretrained: str | None = None  # a tag ("laion2b_s34b_b79k") or a local checkpoint file, for an architecture
+    frames_per_clip: int = 8  # evenly spaced over the clip
+    per_frame: bool = False  # also keep every frame's embedding (VISUAL_FRAMES), not only their mean
+    batch_size: int = 256  # images per forward pass
+
+
+@dataclass(frozen=True)
+class AudioModelConfig:
+    """A CLAP model through transformers (avcurate/models/clap.py): a hub name or a local folder."""
+
+    name: str | None = None  # "laion/clap-htsat-unfused", or a folder saved with save_pretrained. None: none
+    max_s: float = 10.0  # audio per clip the model hears (CLAP's own window is 10 s)
+    batch_size: int = 64  # clips per forward pass
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Learned models, run in Beam's RunInference after decoding (avcurate/beam/inference.py)."""
+
+    device: str = "auto"  # "auto" (cuda when there is one), "cpu", "cuda", "cuda:1"
+    precision: str = "amp"  # amp: bfloat16 autocast on cuda (fp32 on cpu); fp32: full precision everywhere
+    max_batch_clips: int = 64  # clips RunInference gathers into one batch (across sources)
+    gpu_memory_fraction: float = 0.9  # cap on the CUDA caching allocator of each worker process
+    visual: VisualModelConfig = field(default_factory=VisualModelConfig)
+    audio: AudioModelConfig = field(default_factory=AudioModelConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return self.visual.name is not None or self.audio.name is not None
+
+
+@dataclass(frozen=True)
+class ZeroShotRule:
+    """A text rule: the probability, among `prompts` + `contrast`, that a clip shows (or sounds like) `prompts`.
+
+    The probability is the clip's score `name`; a clip outside [min, max] is rejected with that score.
+    """
+
+    name: str
+    model: str  # "visual" (OpenCLIP, on the clip's mean frame embedding) or "audio" (CLAP)
+    prompts: tuple[str, ...]
+    contrast: tuple[str, ...] = ()  # what else a clip may be; empty: the model's general vocabulary
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class CorrespondenceConfig:
+    """AV correspondence: the agreement of the two models' zero-shot distributions over one vocabulary."""
+
+    vocabulary: tuple[str, ...] = (
+        "people talking", "a man speaking", "a woman speaking", "a crowd", "children playing", "singing",
+        "music", "a guitar", "a piano", "drums", "an orchestra", "applause", "laughter", "a dog", "a cat", "birds",
+        "a horse", "an engine", "a car", "a motorcycle", "a train", "an airplane", "a helicopter", "traffic",
+        "a siren", "rain", "wind", "the sea", "a waterfall", "fire", "typing on a keyboard", "tools and machinery",
+        "cooking", "footsteps", "a video game", "silence",
+    )
+    visual_template: str = "a photo of {}."
+    audio_template: str = "the sound of {}."
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Near-duplicates across the whole run (avcurate/dedup.py): k-means buckets, exact pairs inside each."""
+
+    embedding: str | None = None  # "visual" or "audio"; None: no near-duplicate search
+    threshold: float = 0.95  # cosine similarity at or above which a clip is a near-copy of another
+    clusters: int = 0  # k-means buckets; 0: one per 1000 clips
+    probes: int = 2  # buckets each clip is compared in (its nearest centroids)
+    sample_size: int = 100_000  # embeddings k-means is trained on
+    iterations: int = 20
+    seed: int = 0
+
+
 DEFAULT_FILTERS = (
     FilterRule("source_short_side", min=256.0),  # never pass off a smaller source as full size
     FilterRule("silence_ratio", max=0.8),
@@ -137,6 +218,15 @@ class Config:
     filters: tuple[FilterRule, ...] = DEFAULT_FILTERS
     sync_correction: SyncCorrectionConfig = field(default_factory=SyncCorrectionConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    zero_shot: tuple[ZeroShotRule, ...] = ()
+    correspondence: CorrespondenceConfig = field(default_factory=CorrespondenceConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+
+    @property
+    def learned_scores(self) -> frozenset[str]:
+        """Scores made after inference: filters naming them run there, not in the decoder."""
+        return frozenset({"av_correspondence", "duplicate_similarity", *(rule.name for rule in self.zero_shot)})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -158,10 +248,13 @@ class Config:
             "scoring": ScoringConfig,
             "sync_correction": SyncCorrectionConfig,
             "output": OutputConfig,
+            "correspondence": CorrespondenceConfig,
+            "dedup": DedupConfig,
         }
-        unknown = set(data) - set(sections) - {"filters"}
+        unknown = set(data) - set(sections) - {"filters", "models", "zero_shot"}
         if unknown:
-            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: {sorted([*sections, 'filters'])}")
+            known = sorted([*sections, "filters", "models", "zero_shot"])
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: {known}")
         kwargs: dict[str, Any] = {}
         for name, section_cls in sections.items():
             if name in data:
@@ -181,6 +274,14 @@ class Config:
                         parse_condition(rule.when)
                     except ValueError as e:
                         raise ConfigError(str(e)) from None
+        if "models" in data:
+            kwargs["models"] = _models(data["models"] or {})
+        if "zero_shot" in data:
+            rules = data["zero_shot"] or []
+            if not isinstance(rules, list):
+                raise ConfigError("'zero_shot' must be a list of rules like {name: slides, model: visual, prompts: [...], max: 0.5}")
+            kwargs["zero_shot"] = tuple(_build(ZeroShotRule, r, f"zero_shot[{i}]") for i, r in enumerate(rules))
+        _check_learned(kwargs)
         shots = kwargs.get("shots", ShotConfig())
         if shots.detector not in SHOT_DETECTORS:
             raise ConfigError(f"unknown shots.detector {shots.detector!r}; choose one of {list(SHOT_DETECTORS)}")
@@ -196,6 +297,46 @@ class Config:
             return cls.from_dict(yaml.safe_load(f))
 
 
+def _models(values: Any) -> ModelsConfig:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config 'models' must be a mapping, got {type(values).__name__}")
+    nested = {"visual": VisualModelConfig, "audio": AudioModelConfig}
+    flat = _build(ModelsConfig, {k: v for k, v in values.items() if k not in nested}, "models")
+    parts = {k: _build(cls, values[k] or {}, f"models.{k}") for k, cls in nested.items() if k in values}
+    models = dataclasses.replace(flat, **parts)
+    if models.precision not in ("amp", "fp32"):
+        raise ConfigError(f"models.precision must be 'amp' or 'fp32', got {models.precision!r}")
+    if models.visual.frames_per_clip < 1 or models.max_batch_clips < 1:
+        raise ConfigError("models.visual.frames_per_clip and models.max_batch_clips must be at least 1")
+    return models
+
+
+def _check_learned(kwargs: dict[str, Any]) -> None:
+    """A learned score or rule whose model is not configured is an error, never a silently skipped stage."""
+    models = kwargs.get("models", ModelsConfig())
+    have = {"visual": models.visual.name is not None, "audio": models.audio.name is not None}
+    for rule in kwargs.get("zero_shot", ()):
+        if rule.model not in have:
+            raise ConfigError(f"zero_shot rule '{rule.name}': model must be 'visual' or 'audio', got {rule.model!r}")
+        if not have[rule.model]:
+            raise ConfigError(f"zero_shot rule '{rule.name}' needs models.{rule.model}.name (no {rule.model} model configured)")
+        if not rule.prompts:
+            raise ConfigError(f"zero_shot rule '{rule.name}' needs prompts")
+        if rule.min is None and rule.max is None:
+            raise ConfigError(f"zero_shot rule '{rule.name}' needs a min or a max")
+    dedup = kwargs.get("dedup", DedupConfig())
+    if dedup.embedding is not None:
+        if dedup.embedding not in have:
+            raise ConfigError(f"dedup.embedding must be 'visual' or 'audio', got {dedup.embedding!r}")
+        if not have[dedup.embedding]:
+            raise ConfigError(f"dedup.embedding is {dedup.embedding!r} but models.{dedup.embedding}.name is not set")
+    for rule in kwargs.get("filters", ()):
+        if rule.score == "av_correspondence" and not all(have.values()):
+            raise ConfigError("a filter on av_correspondence needs both models.visual.name and models.audio.name")
+        if rule.score == "duplicate_similarity" and dedup.embedding is None:
+            raise ConfigError("a filter on duplicate_similarity needs dedup.embedding")
+
+
 def _build(section_cls: type, values: Any, where: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"config '{where}' must be a mapping, got {type(values).__name__}")
@@ -206,4 +347,7 @@ def _build(section_cls: type, values: Any, where: str) -> Any:
     # 200 and 200.0 are the same setting: make them hash the same.
     floats = {f.name for f in dataclasses.fields(section_cls) if str(f.type).startswith("float")}
     values = {k: float(v) if k in floats and isinstance(v, int) and not isinstance(v, bool) else v for k, v in values.items()}
+    # YAML lists become tuples: sections are frozen, hashable values.
+    tuples = {f.name for f in dataclasses.fields(section_cls) if str(f.type).startswith("tuple")}
+    values = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in values.items()}
     return section_cls(**values)

@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 KEPT = "kept"
 REJECTED = "rejected"
 FAILED = "failed"
@@ -73,9 +75,32 @@ class ClipScores:
     sync_confidence: float | None = None
     sharpness: float | None = None  # variance of the Laplacian of luma (0..255 units) at the output size
     audio_missing: float | None = None  # share of the clip's audio the source lacked (silence stands in for it)
+    # Learned scores (avcurate/scorers/learned.py), after inference; None when no model made them.
+    av_correspondence: float | None = None  # 0..1: the picture's and the sound's zero-shot sources agree
+    duplicate_similarity: float | None = None  # cosine similarity to the clip it near-duplicates (duplicate_of)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class ModelInputs:
+    """What the sandboxed decoder hands the inference stages for one clip. Never written out."""
+
+    frames: np.ndarray | None = None  # uint8 [n, S, S, 3] RGB at the visual model's input size (resized, cropped)
+    frame_times_s: np.ndarray | None = None  # float64 [n]: each frame's time in the clip
+    audio: np.ndarray | None = None  # float32 [samples] mono at the audio model's rate, at most its max length
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.frames, self.frame_times_s, self.audio) if a is not None)
+
+
+# Embedding roles: each is a float32 vector (or [frames, dim] matrix) in Clip.embeddings, an `{key}.{role}.npy`
+# member of the sample, and `{role}_embedding` in the index.
+VISUAL = "visual"  # L2-normalised mean of the frames' image embeddings
+VISUAL_FRAMES = "visual_frames"  # [frames, dim], one row per sampled frame (models.visual.per_frame)
+AUDIO = "audio"  # the clip's audio embedding, L2-normalised
 
 
 @dataclass
@@ -103,6 +128,11 @@ class Clip:
     reasons: list[str] = field(default_factory=list)
     source_meta: dict[str, Any] = field(default_factory=dict)
     config_hash: str = ""
+    zero_shot: dict[str, float] = field(default_factory=dict)  # zero-shot rule name -> probability (config's rules)
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # role (VISUAL, AUDIO, ...) -> float32 array
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> the model card that embedded it
+    duplicate_of: str | None = None  # key of the clip this one near-duplicates (that one is kept instead)
+    inputs: ModelInputs | None = None  # model inputs, only between decoding and inference (never written)
     staged_path: str | None = None  # encoded MP4 waiting for the shard writer (not part of any output)
     mp4_bytes: int = 0
     shard: str | None = None
