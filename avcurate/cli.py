@@ -16,6 +16,7 @@ from .beam.pipeline import LOCAL, pipeline_options, run
 from .config import Config, ConfigError
 from .fsutil import StorageError, delete_tree, is_local, write_bytes
 from .ingest import IngestError, check_inputs
+from .learned import prepare_learned
 from .sandbox import exception_chain
 from .summary import format_summary, summarize
 
@@ -71,11 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, IngestError, OSError) as e:
         print(f"avcurate: {e}", file=sys.stderr)
         return 2
+    try:
+        plan = prepare_learned(cfg)  # before the output is touched or anything decoded
+    except Exception as e:
+        if type(e).__name__ != "ModelUnavailable":  # not imported here: avcurate.models imports torch
+            raise
+        print(f"avcurate: {e}", file=sys.stderr)
+        return 2
     output = args.output.rstrip("/")
     if not _prepare_output(output, args.overwrite):
         return 2
     try:
-        report = run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args)
+        report = run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args, plan=plan)
     except Exception as e:
         problem = _storage_problem(e)
         if problem is None:

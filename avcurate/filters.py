@@ -16,6 +16,7 @@ from .model import KEPT, REJECTED, Clip
 def clip_values(clip: Clip) -> dict[str, Any]:
     """The values rules can name: every score, plus duration and the offset left after any sync correction."""
     values: dict[str, Any] = clip.scores.to_dict()
+    values.update(clip.zero_shot)
     values["duration_s"] = clip.duration_s
     values["source_short_side"] = min(clip.source_width, clip.source_height)
     if clip.scores.av_offset_ms is not None:
@@ -75,9 +76,23 @@ def reason_name(reason: str) -> str:
 
 def apply_filters(clip: Clip, rules: tuple[FilterRule, ...]) -> None:
     """Set the clip's status and *all* the reasons it fails."""
-    values = clip_values(clip)
-    clip.reasons = [reason for rule in rules for reason in ScoreRange(rule).reasons(values)]
+    clip.reasons = failed_rules(clip, rules)
     clip.status = REJECTED if clip.reasons else KEPT
+
+
+def failed_rules(clip: Clip, rules: tuple[FilterRule, ...]) -> list[str]:
+    values = clip_values(clip)
+    return [reason for rule in rules for reason in ScoreRange(rule).reasons(values)]
+
+
+def split_rules(rules: tuple[FilterRule, ...], learned: frozenset[str]) -> tuple[tuple[FilterRule, ...], tuple[FilterRule, ...]]:
+    """(rules the decoder applies, rules that wait for inference): a rule waits if it or its `when` names a
+    learned score, so a clip is never judged on a score not yet made."""
+
+    def waits(rule: FilterRule) -> bool:
+        return rule.score in learned or (rule.when is not None and parse_condition(rule.when)[0] in learned)
+
+    return tuple(r for r in rules if not waits(r)), tuple(r for r in rules if waits(r))
 
 
 def source_sync_correction(clips: list[Clip], cfg: SyncCorrectionConfig) -> float:

@@ -20,9 +20,10 @@ from .clips import END, MAX_LENGTH, Segmenter
 from .config import Config, DecodeConfig
 from .decode import AlignedDecoder, AVFrame, luma
 from .encode import VideoClipWriter, mux_clip
-from .filters import apply_filters, source_sync_correction
+from .filters import apply_filters, source_sync_correction, split_rules
 from .fsutil import StorageError, is_local, write_bytes
-from .model import KEPT, Clip, ClipScores, ProbeInfo, Source, SourceResult
+from .inputs import FrameSampler, InputSpec, clip_audio, save_inputs
+from .model import KEPT, Clip, ClipScores, ModelInputs, ProbeInfo, Source, SourceResult
 from .probe import check_decodable, open_container, probe_container
 from .replies import source_result
 from .sandbox import Deadline, Sandbox, SourceFailure, heartbeat
@@ -49,9 +50,12 @@ class _OpenClip:
     audio: list[np.ndarray] = field(default_factory=list)
     full_luma: list[np.ndarray] = field(default_factory=list)  # a few frames at full size, for sharpness
     audio_missing: int = 0  # samples of silence standing in for audio the source lacks
+    sampler: FrameSampler | None = None  # the visual model's frames, when there is one
 
     def add(self, frame: AVFrame, yuv: np.ndarray, sample_every: int) -> None:
         self.writer.write(frame.video)
+        if self.sampler is not None:
+            self.sampler.add(frame.index - self.first_index, frame.video)
         self.luma.append(np.ascontiguousarray(yuv[0]))  # a copy: a view would hold the chroma planes too
         self.audio.append(frame.audio)
         self.audio_missing += frame.audio_missing
@@ -66,9 +70,23 @@ class _OpenClip:
             full_luma=np.stack(self.full_luma),
         )
 
+    def model_inputs(self, spec: InputSpec, signals: ClipSignals) -> ModelInputs:
+        inputs = ModelInputs()
+        if self.sampler is not None:
+            inputs.frames, inputs.frame_times_s = self.sampler.pick(signals.gray.shape[0], signals.fps)
+        if spec.audio_rate is not None:
+            inputs.audio = clip_audio(signals.audio, signals.sample_rate, spec)
+        return inputs
 
-def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: str) -> SourceResult:
-    """Everything one source yields. Media errors propagate (the caller records them against the source)."""
+
+def process_source(
+    source: Source, cfg: Config, staging_dir: str, scratch_dir: str, spec: InputSpec | None = None,
+    inputs_dir: str | None = None,
+) -> SourceResult:
+    """Everything one source yields. Media errors propagate (the caller records them against the source).
+
+    With a `spec`, each kept clip's model inputs are saved under `inputs_dir` (`avcurate.inputs`)."""
+    spec = spec or InputSpec()
     scorers = build_scorers(cfg.scoring)
     result = SourceResult(source=source)
     audio_path = os.path.join(scratch_dir, "audio.f32")
@@ -103,6 +121,8 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
                 for name, value in scorer.score(signals).items():
                     setattr(made.scores, name, value)
             made.scores.audio_missing = round(clip.audio_missing / max(1, signals.audio.shape[1]), 4)
+            if spec.wanted:
+                made.inputs = clip.model_inputs(spec, signals)
             made.staged_path = clip.writer.path  # the video-only encode, until the final mux
             result.clips.append(made)
 
@@ -127,7 +147,9 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
                 close(MAX_LENGTH, frame.index)
             if current is None:
                 path = os.path.join(scratch_dir, f"video-{frame.index:08d}.mp4")
-                current = _OpenClip(frame.index, VideoClipWriter(path, fps, decoder.size, cfg.encode, cfg.decode.threads))
+                writer = VideoClipWriter(path, fps, decoder.size, cfg.encode, cfg.decode.threads)
+                sampler = FrameSampler(spec.frames_per_clip, spec.frame_prep) if spec.frame_prep else None
+                current = _OpenClip(frame.index, writer, sampler=sampler)
             current.add(frame, yuv, sample_every)
 
         with open(audio_path, "wb") as audio_file:
@@ -157,7 +179,7 @@ def process_source(source: Source, cfg: Config, staging_dir: str, scratch_dir: s
         notes.append("no clip")
     notes += _stream_notes(decoder, (last_index + 1) / fps)
     result.note = "; ".join(notes) or None
-    _filter_and_stage(result, cfg, staging_dir, audio_path, decoder.sample_boundary)
+    _filter_and_stage(result, cfg, staging_dir, audio_path, decoder.sample_boundary, inputs_dir)
     if decoder.corrupt_packets:
         result.note = "; ".join(filter(None, [result.note, f"{decoder.corrupt_packets} corrupt packet(s) skipped"]))
     return result
@@ -222,17 +244,24 @@ def _make_clip(
 
 
 def _filter_and_stage(
-    result: SourceResult, cfg: Config, staging_dir: str, audio_path: str, sample_boundary: Callable[[int], int]
+    result: SourceResult, cfg: Config, staging_dir: str, audio_path: str, sample_boundary: Callable[[int], int],
+    inputs_dir: str | None,
 ) -> None:
     """Decide the source's sync correction, filter every clip, mux and stage the kept ones.
 
+    Rules on learned scores wait for inference; the kept clips' model inputs go to `inputs_dir`.
     `sample_boundary(n)` is the decoder's own: where frame n's audio starts on the scratch timeline.
     """
     result.sync_correction_ms = source_sync_correction(result.clips, cfg.sync_correction)
     channels, rate = cfg.decode.channels, cfg.decode.sample_rate
+    rules, _ = split_rules(cfg.filters, cfg.learned_scores)
     for clip in result.clips:
         clip.sync_correction_ms = result.sync_correction_ms
-        apply_filters(clip, cfg.filters)
+        apply_filters(clip, rules)
+        inputs, clip.inputs = clip.inputs, None  # the reply is JSON: inputs travel as files
+        if clip.status == KEPT and inputs is not None:
+            assert inputs_dir is not None, "model inputs need an inputs_dir"
+            save_inputs(inputs_dir, clip.key, inputs)
         video_path, clip.staged_path = clip.staged_path, None
         if clip.status == KEPT:
             # The clip's samples are those of its frames (as the decoder paired them), moved by the correction.
@@ -278,15 +307,19 @@ def decode_deadline(cfg: DecodeConfig) -> Deadline:
     )
 
 
-def curate_source(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox) -> SourceResult:
+def curate_source(
+    source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox, spec: InputSpec | None = None,
+    inputs_dir: str | None = None,
+) -> SourceResult:
     """`process_source` in the sandbox, bounded in time and memory. Failures of the source become results;
-    failures of the run's own storage raise StorageError, after a few tries."""
+    failures of the run's own storage raise StorageError, after a few tries. With a `spec`, the kept clips'
+    model inputs are left in `inputs_dir` (a local folder the caller owns) for `avcurate.inputs.load_inputs`."""
     if source.listing_error:
         return SourceResult(source=source, error=source.listing_error, error_type="input")
     waits = iter(_STORAGE_RETRY_WAITS_S)
     while True:
         try:
-            return _curate_once(source, cfg, staging_dir, sandbox)
+            return _curate_once(source, cfg, staging_dir, sandbox, spec, inputs_dir)
         except SourceFailure as failure:
             if failure.kind != "storage":
                 return SourceResult(source=source, error=str(failure), error_type=failure.kind)
@@ -299,7 +332,9 @@ def curate_source(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbo
             time.sleep(wait_s)
 
 
-def _curate_once(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox) -> SourceResult:
+def _curate_once(
+    source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox, spec: InputSpec | None, inputs_dir: str | None
+) -> SourceResult:
     try:
         scratch = tempfile.mkdtemp(prefix="avcurate-")
     except OSError as e:
@@ -313,7 +348,8 @@ def _curate_once(source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox
         # Headers first, under their own short deadline: a file that blocks on open fails fast.
         sandbox.call(probe_source, child_source.uri, deadline=Deadline(cfg.decode.probe_timeout_s, settings="decode.probe_timeout_s"), what="probing", storage=remote)
         data = sandbox.call(
-            process_source, child_source, cfg, staging, scratch, deadline=decode_deadline(cfg.decode), storage=remote
+            process_source, child_source, cfg, staging, scratch, spec, inputs_dir, deadline=decode_deadline(cfg.decode),
+            storage=remote,
         )
         return source_result(data, source)
     finally:

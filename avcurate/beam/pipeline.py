@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from ..config import Config
+from ..learned import LearnedPlan, prepare_learned
 from .transforms import NAMESPACE, CurateSources, ListInputs, WriteOutputs
 
 LOCAL = "local"
@@ -35,15 +36,19 @@ def pipeline_options(runner: str, workers: int, beam_args: Sequence[str]) -> Pip
     return options
 
 
-def build(p: beam.Pipeline, inputs: Sequence[str], output_dir: str, cfg: Config) -> Any:
+def build(p: beam.Pipeline, inputs: Sequence[str], output_dir: str, cfg: Config, plan: LearnedPlan | None = None) -> Any:
     """The job graph. It carries the user's input strings only (see `ingest.check_inputs`); workers list them,
-    so the graph stays the same size whether a manifest names ten videos or ten million."""
+    so the graph stays the same size whether a manifest names ten videos or ten million.
+
+    Configured models are loaded here once, before anything is decoded (`prepare_learned`): one that cannot
+    be loaded stops the run with models.ModelUnavailable. A caller that prepared them already passes `plan`."""
     staging = f"{output_dir.rstrip('/')}/_staging"
+    plan = plan or prepare_learned(cfg)
     results = (
         p
         | "Inputs" >> beam.Create(list(enumerate(inputs)))
         | "List" >> ListInputs()
-        | "Curate" >> CurateSources(cfg, staging)
+        | "Curate" >> CurateSources(cfg, staging, plan)
     )
     return results | "Write" >> WriteOutputs(cfg, output_dir, staging)
 
@@ -56,13 +61,14 @@ def run(
     runner: str = LOCAL,
     workers: int = 2,
     beam_args: Sequence[str] = (),
+    plan: LearnedPlan | None = None,
 ) -> RunReport:
     """Run to completion on `runner` ("local", or any Beam runner name such as DataflowRunner)."""
     options = pipeline_options(runner, workers, beam_args)
     started = time.monotonic()
     # Beam's FnApiRunner, chosen explicitly: the DirectRunner would first try to download the Prism runner.
     pipeline = beam.Pipeline(runner=FnApiRunner() if runner == LOCAL else None, options=options)
-    build(pipeline, inputs, output_dir, cfg)
+    build(pipeline, inputs, output_dir, cfg, plan)
     result = pipeline.run()
     result.wait_until_finish()
     counters = {}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
+import tempfile
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -19,6 +22,8 @@ from ..config import Config
 from ..filters import reason_name
 from ..fsutil import delete_tree
 from ..ingest import Listed, list_item, merge_metas, plan_input
+from ..inputs import load_inputs
+from ..learned import LearnedPlan
 from ..model import FAILED, KEPT, Clip, Source, SourceResult
 from ..process import curate_source
 from ..sandbox import Sandbox
@@ -30,10 +35,16 @@ _ROWS_PER_BATCH = 2000
 
 
 class _CurateSourceFn(beam.DoFn):
-    """Decode, cut, score, filter and stage one source. One sandboxed decoder process per worker."""
+    """Decode, cut, score, filter and stage one source. One sandboxed decoder process per worker.
 
-    def __init__(self, cfg: Config, staging_dir: str, options: dict[str, Any]) -> None:
-        self.cfg, self.staging_dir, self.options = cfg, staging_dir, options
+    With learned models, each kept clip also goes out on its own (output `CLIPS`) with its model inputs, read
+    one at a time from the folder the decoder left them in: a long source's inputs are never all in memory.
+    """
+
+    CLIPS = "clips"
+
+    def __init__(self, cfg: Config, staging_dir: str, options: dict[str, Any], plan: LearnedPlan | None) -> None:
+        self.cfg, self.staging_dir, self.options, self.plan = cfg, staging_dir, options, plan
         self.inputs = Metrics.counter(NAMESPACE, "inputs")
         self.failed = Metrics.counter(NAMESPACE, "inputs_failed")
         self.kept = Metrics.counter(NAMESPACE, "clips_kept")
@@ -43,8 +54,24 @@ class _CurateSourceFn(beam.DoFn):
     def setup(self) -> None:
         self.sandbox = Sandbox(self.cfg.decode.memory_limit_mb, filesystem_options=self.options)
 
-    def process(self, source: Source) -> Iterator[SourceResult]:
-        result = curate_source(source, self.cfg, self.staging_dir, self.sandbox)
+    def process(self, source: Source) -> Iterator[Any]:
+        if self.plan is None:
+            yield self._curate(source, None)
+            return
+        inputs_dir = tempfile.mkdtemp(prefix="avcurate-inputs-")
+        try:
+            result = self._curate(source, inputs_dir)
+            yield result
+            for clip in result.clips:
+                if clip.status == KEPT:
+                    with_inputs = dataclasses.replace(clip, inputs=load_inputs(inputs_dir, clip.key))
+                    yield beam.pvalue.TaggedOutput(self.CLIPS, with_inputs)
+        finally:
+            shutil.rmtree(inputs_dir, ignore_errors=True)
+
+    def _curate(self, source: Source, inputs_dir: str | None) -> SourceResult:
+        spec = self.plan.spec if self.plan is not None else None
+        result = curate_source(source, self.cfg, self.staging_dir, self.sandbox, spec, inputs_dir)
         self.inputs.inc()
         if result.status == FAILED:
             self.failed.inc()
@@ -58,7 +85,7 @@ class _CurateSourceFn(beam.DoFn):
                 self.rejected.inc()
                 for reason in clip.reasons:
                     Metrics.counter(NAMESPACE, f"rejected_{reason_name(reason)}").inc()
-        yield result
+        return result
 
     def teardown(self) -> None:
         self.sandbox.close()
@@ -115,16 +142,41 @@ def _source(uri: str, listings: Iterable[tuple[Order, dict[str, Any], str | None
 
 
 class CurateSources(beam.PTransform):
-    """PCollection[Source] -> PCollection[SourceResult]; kept clips are staged as MP4 under `staging_dir`."""
+    """PCollection[Source] -> PCollection[SourceResult]; kept clips are staged as MP4 under `staging_dir`.
 
-    def __init__(self, cfg: Config, staging_dir: str) -> None:
+    With a learned plan, the clips the decoder kept go through the learned stages (`LearnedStages`) and
+    come back to their source's result, so the ledger and index see the final verdicts.
+    """
+
+    def __init__(self, cfg: Config, staging_dir: str, plan: LearnedPlan | None = None) -> None:
         super().__init__()
-        self.cfg, self.staging_dir = cfg, staging_dir
+        self.cfg, self.staging_dir, self.plan = cfg, staging_dir, plan
 
     def expand(self, sources: Any) -> Any:
         # The reshuffle spreads sources over workers (a Create alone would keep them in one bundle).
-        curate = _CurateSourceFn(self.cfg, self.staging_dir, storage_options(sources.pipeline.options))
-        return sources | "Spread" >> beam.Reshuffle() | "Curate" >> beam.ParDo(curate)
+        curate = _CurateSourceFn(self.cfg, self.staging_dir, storage_options(sources.pipeline.options), self.plan)
+        spread = sources | "Spread" >> beam.Reshuffle()
+        if self.plan is None:
+            return spread | "Curate" >> beam.ParDo(curate)
+        from .inference import LearnedStages
+
+        curated = spread | "Curate" >> beam.ParDo(curate).with_outputs(_CurateSourceFn.CLIPS, main="results")
+        finished = curated[_CurateSourceFn.CLIPS] | "Learned" >> LearnedStages(self.cfg, self.plan)
+        return (
+            {
+                "result": curated.results | "ResultBySource" >> beam.Map(lambda r: (r.source.source_id, r)),
+                "finished": finished | "ClipBySource" >> beam.Map(lambda c: (c.source_id, c)),
+            }
+            | "Regroup" >> beam.CoGroupByKey()
+            | "WithFinishedClips" >> beam.MapTuple(_with_finished_clips)
+        )
+
+
+def _with_finished_clips(source_id: str, joined: dict[str, list[Any]]) -> SourceResult:
+    (result,) = joined["result"]
+    finished = {clip.key: clip for clip in joined["finished"]}
+    clips = [finished.get(clip.key, clip) for clip in result.clips]
+    return dataclasses.replace(result, clips=clips)
 
 
 class WriteOutputs(beam.PTransform):
