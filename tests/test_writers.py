@@ -314,7 +314,7 @@ def test_index_table(real_clips: list[Clip], tmp_path: Path) -> None:
             assert row["shard"] == clip.shard and row["shard"].startswith("clips-")
         else:
             assert pd.isna(row["shard"])
-        assert row["schema_version"] == 3
+        assert row["schema_version"] == 4
 
 
 def test_ledger_table(real_clips: list[Clip], tmp_path: Path) -> None:
