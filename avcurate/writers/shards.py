@@ -114,7 +114,7 @@ def shard_entry(clip: Clip, prefix: str) -> ShardEntry:
         raise ValueError(f"kept clip {clip.key} has no staged_path to write")
     for role in clip.embeddings:
         if not SAFE_ROLE.fullmatch(role):
-            raise ValueError(f"embedding role {role!r} of clip {clip.key} is not member-name-safe (letters, digits, '_')")
+            raise ValueError(f"embedding role {role!r} of clip {clip.key} is not name-safe (letters, digits, '_')")
     members = sample_members(clip)
     for name, _ in members:
         if len(name) > USTAR_NAME_MAX:
