@@ -1,6 +1,7 @@
 """Stream curated clips from WebDataset shards into PyTorch.
 
-A shard is a plain tar whose samples are `{key}.mp4` + `{key}.json` (see `Clip.metadata()`). Shards are
+A shard is a plain tar whose samples are `{key}.mp4` + `{key}.json` (see `Clip.metadata()`), since schema
+v4 followed by a `{key}.{role}.npy` per embedding (float32; other members are ignored). Shards are
 read as streams, one member at a time, so a shard is never held in memory whole; remote URLs (`gs://`,
 `s3://`, ...) go through Beam's `FileSystems`, imported only when one is used and configured from the
 `AVCURATE_FILESYSTEM_OPTIONS` environment variable (JSON pipeline options, e.g. an `s3_endpoint_url`).
@@ -16,6 +17,8 @@ Every sample comes out as a dict:
   `clip_seconds` cuts a random window).
 
 `video` is absent when `decode_video=False`, `audio` when `decode_audio=False`.
+With `embeddings=("visual", ...)`, `embeddings` maps each role to its float32 tensor (`[D]`, or `[frames, D]`
+for "visual_frames"); a sample without one of them (shards written before v4, or without that model) is an error.
 
 Splitting: the shard list (shuffled per epoch with a seed every rank shares) is dealt round-robin over
 all `world_size * num_workers` (rank, worker) readers, so each shard is read by exactly one of them.
@@ -127,6 +130,7 @@ class _Raw:
     shard: str
     mp4: bytes
     meta: dict[str, Any]
+    npy: dict[str, bytes]  # the requested embeddings' members, by role
 
 
 def _open(url: str) -> IO[bytes]:
@@ -167,15 +171,23 @@ def _grouped(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, parts
 
 
-def _raw_sample(key: str, parts: dict[str, bytes], shard: str) -> _Raw:
+def _raw_sample(key: str, parts: dict[str, bytes], shard: str, embeddings: Sequence[str]) -> _Raw:
     missing = [ext for ext in _REQUIRED if ext not in parts]
     if missing:
         raise _error(f"missing member(s) {missing} (has {sorted(parts)})", shard, key)
+    for role in embeddings:
+        if f"{role}.npy" not in parts:
+            raise _error(
+                f"missing member {key}.{role}.npy (has {sorted(parts)}): embeddings={tuple(embeddings)} needs shards"
+                f" of schema v4 or later, written by a run with a {role!r} model",
+                shard,
+                key,
+            )
     try:
         meta = json.loads(parts["json"])
     except ValueError as e:
         raise _error(f"bad json ({e})", shard, key) from e
-    return _Raw(key, shard, parts["mp4"], meta)
+    return _Raw(key, shard, parts["mp4"], meta, {role: parts[f"{role}.npy"] for role in embeddings})
 
 
 # ------------------------------------------------------------------------------------------- decoding
@@ -310,6 +322,8 @@ class AVClipDataset(IterableDataset):
         shuffle_buffer: shuffle samples through a buffer this big (undecoded mp4s are buffered); 0 keeps order.
         seed: seeds the shard order, the buffer and the windows; runs with the same seed and epoch agree.
         decode_audio, decode_video: leave a stream out (its key is then absent from the sample).
+        embeddings: roles ("visual", "audio", "visual_frames") whose `{key}.{role}.npy` members to return as
+            `sample["embeddings"][role]`; a sample lacking one raises (or is skipped, per `on_error`).
         resample: draw shards with replacement instead of reading each once per epoch (forever, unless
             `samples_per_rank` bounds the epoch).
         samples_per_rank: yield exactly this many samples per epoch on every rank (summed over its
@@ -335,6 +349,7 @@ class AVClipDataset(IterableDataset):
         seed: int = 0,
         decode_audio: bool = True,
         decode_video: bool = True,
+        embeddings: Sequence[str] = (),
         resample: bool = False,
         samples_per_rank: int | Literal["auto"] | None = "auto",
         rank: int | None = None,
@@ -353,6 +368,7 @@ class AVClipDataset(IterableDataset):
         self.seed = seed
         self.decode_audio = decode_audio
         self.decode_video = decode_video
+        self.embeddings = tuple(embeddings)
         if samples_per_rank != "auto" and samples_per_rank is not None and samples_per_rank < 0:
             raise ValueError(f"samples_per_rank must be >= 0, \"auto\" or None, not {samples_per_rank!r}")
         self.resample = resample
@@ -450,7 +466,7 @@ class AVClipDataset(IterableDataset):
     def _read(self, url: str) -> Iterator[_Raw]:
         try:
             for key, parts in _grouped(url):
-                raw = self._guarded(url, key, lambda: _raw_sample(key, parts, url))
+                raw = self._guarded(url, key, lambda: _raw_sample(key, parts, url, self.embeddings))
                 if raw is not None:
                     yield raw
         except ShardError as e:  # the tar itself is broken: nothing after this point can be trusted
@@ -481,7 +497,7 @@ class AVClipDataset(IterableDataset):
         streams, sample_rate = {}, 0
         if self.decode_video or self.decode_audio:
             streams, sample_rate = _decode(raw.mp4, window, self.decode_video, self.decode_audio)
-        return {
+        sample = {
             "key": raw.key,
             **streams,
             "fps": fps,
@@ -489,6 +505,9 @@ class AVClipDataset(IterableDataset):
             "meta": raw.meta,
             "start_s": window.first / fps,
         }
+        if self.embeddings:
+            sample["embeddings"] = {role: _embedding(data) for role, data in raw.npy.items()}
+        return sample
 
     def _window(self, raw: _Raw, fps: float, epoch: int) -> _Window | None:
         total = int(raw.meta["n_frames"])
@@ -499,6 +518,10 @@ class AVClipDataset(IterableDataset):
             return None
         first = random.Random(f"window:{self.seed}:{epoch}:{raw.key}").randrange(total - n + 1)
         return _Window(first, n, fps)
+
+
+def _embedding(npy: bytes) -> torch.Tensor:
+    return torch.from_numpy(np.load(io.BytesIO(npy), allow_pickle=False))
 
 
 def _worker_share(total: int, worker: int, workers: int) -> int:
@@ -536,7 +559,8 @@ def _shuffled(items: Iterable[Any], size: int, rng: random.Random) -> Iterator[A
 def collate(samples: Sequence[Sample]) -> Sample:
     """Stack samples: `video` uint8 `[B, T, C, H, W]`, `audio` float32 `[B, channels, S]`.
 
-    `fps` and `start_s` become float64 `[B]`, `sample_rate` int64 `[B]`; `key` and `meta` stay lists.
+    `fps` and `start_s` become float64 `[B]`, `sample_rate` int64 `[B]`; `key` and `meta` stay lists;
+    `embeddings` (when asked for) maps each role to its stacked float32 `[B, ...]`.
     Raises ValueError when lengths differ (use `clip_seconds` for equal-length windows).
     """
     batch: Sample = {
@@ -548,11 +572,20 @@ def collate(samples: Sequence[Sample]) -> Sample:
     }
     for name in ("video", "audio"):
         if name in samples[0]:
-            shapes = sorted({tuple(s[name].shape) for s in samples})
-            if len(shapes) > 1:
-                raise ValueError(f"cannot stack {name} of shapes {shapes} (keys {batch['key']}); set clip_seconds")
-            batch[name] = torch.stack([s[name] for s in samples])
+            batch[name] = _stack(name, [s[name] for s in samples], batch["key"], "; set clip_seconds")
+    if "embeddings" in samples[0]:
+        batch["embeddings"] = {
+            role: _stack(f"{role} embeddings", [s["embeddings"][role] for s in samples], batch["key"])
+            for role in samples[0]["embeddings"]
+        }
     return batch
+
+
+def _stack(what: str, tensors: list[torch.Tensor], keys: list[str], hint: str = "") -> torch.Tensor:
+    shapes = sorted({tuple(t.shape) for t in tensors})
+    if len(shapes) > 1:
+        raise ValueError(f"cannot stack {what} of shapes {shapes} (keys {keys}){hint}")
+    return torch.stack(tensors)
 
 
 def make_loader(

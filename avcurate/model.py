@@ -147,9 +147,9 @@ class Clip:
         return self.end_s - self.start_s
 
     def metadata(self) -> dict[str, Any]:
-        """The sample's `json` member (schemas/sample-metadata.v3.json)."""
+        """The sample's `json` member (schemas/sample-metadata.v4.json)."""
         return {
-            "schema_version": 3,
+            "schema_version": 4,
             "key": self.key,
             "source_id": self.source_id,
             "source_uri": self.source_uri,
@@ -171,6 +171,11 @@ class Clip:
             "scores": self.scores.to_dict(),
             "sync_correction_ms": self.sync_correction_ms,
             "config_hash": self.config_hash,
+            "zero_shot": self.zero_shot,
+            "models": self.models,
+            "duplicate_of": self.duplicate_of,
+            # Shapes only: the arrays are the sample's `{key}.{role}.npy` members, so readers know which exist.
+            "embeddings": {role: list(array.shape) for role, array in sorted(self.embeddings.items())},
         }
 
 

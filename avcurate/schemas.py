@@ -2,12 +2,14 @@
 
 The index and ledger files are generated from the Arrow schemas in avcurate.writers.tables:
 `python -m avcurate.schemas` rewrites them, and a test fails while the committed files differ from the code.
-The sample-metadata JSON Schema is written by hand.
+The sample-metadata JSON Schema is written by hand. Older versions' files stay, so the validators take a
+version to check data written before.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ from avcurate.writers.tables import (
     LEDGER_SCHEMA,
     LEDGER_SCHEMA_VERSION,
     VERSION_KEY,
+    embedding_field,
 )
+from avcurate.writers.embeddings import RETRIEVAL_ROLES
 
 
 def _schemas_dir() -> Path:
@@ -32,8 +36,10 @@ def _schemas_dir() -> Path:
 
 
 SCHEMAS_DIR = _schemas_dir()
-SAMPLE_METADATA_FILE = "sample-metadata.v3.json"
+SAMPLE_METADATA_VERSION = 4  # Clip.metadata()'s schema_version
+SAMPLE_METADATA_FILE = f"sample-metadata.v{SAMPLE_METADATA_VERSION}.json"
 INDEX_FILE = f"index.v{INDEX_SCHEMA_VERSION}.json"
+DIM = "{dim}"  # in an optional field's type: any positive size, which the data decides
 LEDGER_FILE = f"ledger.v{LEDGER_SCHEMA_VERSION}.json"
 
 
@@ -52,17 +58,35 @@ def describe(schema: pa.Schema, name: str) -> dict[str, Any]:
     }
 
 
+def describe_index() -> dict[str, Any]:
+    """The index's fields, then its optional ones: an embedding column per retrieval role the run made."""
+    doc = describe(INDEX_SCHEMA, "index")
+    doc["optional_note"] = (
+        "Optional fields are present only when the run made that embedding, after the fields, in this order;"
+        f" {DIM} in a type is the model's embedding size."
+    )
+    doc["optional_fields"] = [_optional_embedding(role) for role in RETRIEVAL_ROLES]
+    return doc
+
+
+def _optional_embedding(role: str) -> dict[str, Any]:
+    field = embedding_field(role, 1)
+    return {"name": field.name, "type": str(field.type).removesuffix("[1]") + f"[{DIM}]", "nullable": field.nullable}
+
+
 def generated() -> dict[str, dict[str, Any]]:
     """The Arrow-schema files as the code defines them, by file name."""
-    return {INDEX_FILE: describe(INDEX_SCHEMA, "index"), LEDGER_FILE: describe(LEDGER_SCHEMA, "ledger")}
+    return {INDEX_FILE: describe_index(), LEDGER_FILE: describe(LEDGER_SCHEMA, "ledger")}
 
 
 def dump(doc: dict[str, Any]) -> str:
     """Pretty JSON with one line per field, so a schema change reads as a one-line diff."""
-    head = {k: v for k, v in doc.items() if k != "fields"}
-    lines = [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()]
-    fields = [f"    {json.dumps(f, ensure_ascii=False)}" for f in doc["fields"]]
-    return "{\n" + "\n".join(lines) + '\n  "fields": [\n' + ",\n".join(fields) + "\n  ]\n}\n"
+    lists = ("fields", "optional_fields")
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in doc.items() if k not in lists]
+    for key in (k for k in lists if k in doc):
+        fields = ",\n".join(f"    {json.dumps(f, ensure_ascii=False)}" for f in doc[key])
+        lines.append(f"  {json.dumps(key)}: [\n{fields}\n  ]")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 @cache
@@ -72,19 +96,19 @@ def load(filename: str) -> dict[str, Any]:
 
 
 @cache
-def _sample_validator() -> jsonschema.Draft202012Validator:
-    schema = load(SAMPLE_METADATA_FILE)
+def _sample_validator(version: int) -> jsonschema.Draft202012Validator:
+    schema = load(f"sample-metadata.v{version}.json")
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
 
 
-def validate_sample_metadata(meta: dict[str, Any]) -> None:
-    """Raise jsonschema.ValidationError unless `meta` is a valid sample `json` member."""
-    _sample_validator().validate(meta)
+def validate_sample_metadata(meta: dict[str, Any], version: int = SAMPLE_METADATA_VERSION) -> None:
+    """Raise jsonschema.ValidationError unless `meta` is a valid sample `json` member of that version."""
+    _sample_validator(version).validate(meta)
 
 
-def validate_index(table: pa.Table) -> None:
-    _validate_table(table, INDEX_FILE)
+def validate_index(table: pa.Table, version: int = INDEX_SCHEMA_VERSION) -> None:
+    _validate_table(table, f"index.v{version}.json")
 
 
 def validate_ledger(table: pa.Table) -> None:
@@ -104,15 +128,24 @@ def _differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     if actual["schema_version"] != expected["schema_version"]:
         problems.append(f"{VERSION_KEY} is {actual['schema_version']}, expected {expected['schema_version']}")
     want = {f["name"]: f for f in expected["fields"]}
+    optional = {f["name"]: f for f in expected.get("optional_fields", [])}
     got = {f["name"]: f for f in actual["fields"]}
     problems += [f"missing column {name!r}" for name in want if name not in got]
-    problems += [f"unexpected column {name!r}" for name in got if name not in want]
-    for name in want.keys() & got.keys():
-        if want[name] != got[name]:
-            problems.append(f"column {name!r} is {_field_text(got[name])}, expected {_field_text(want[name])}")
-    if not problems and list(want) != list(got):
+    problems += [f"unexpected column {name!r}" for name in got if name not in want and name not in optional]
+    for name, field in got.items():
+        documented = want.get(name) or optional.get(name)
+        if documented is not None and not _field_matches(documented, field):
+            problems.append(f"column {name!r} is {_field_text(field)}, expected {_field_text(documented)}")
+    in_order = list(want) + [name for name in optional if name in got]
+    if not problems and in_order != list(got):
         problems.append(f"columns out of order: {list(got)}")
     return sorted(problems)
+
+
+def _field_matches(documented: dict[str, Any], field: dict[str, Any]) -> bool:
+    """Equal, except that {dim} in the documented type stands for any positive size."""
+    type_pattern = re.escape(documented["type"]).replace(re.escape(DIM), "[1-9][0-9]*")
+    return documented["nullable"] == field["nullable"] and re.fullmatch(type_pattern, field["type"]) is not None
 
 
 def _field_text(field: dict[str, Any]) -> str:

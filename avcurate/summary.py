@@ -1,7 +1,9 @@
-"""Summarise an output folder: inputs by outcome, clips kept and rejected by reason, failures, shards."""
+"""Summarise an output folder: inputs by outcome, clips kept and rejected by reason, failures, shards, and for
+index v4 and later the models used, near-duplicates found and the embeddings written."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pyarrow as pa
@@ -12,18 +14,19 @@ from apache_beam.io.filesystems import FileSystems
 # Computed column-wise in Arrow: a run's index has a row per clip, too many to hold as Python objects.
 _LEDGER_COLUMNS = ["uri", "status", "error_type", "error", "probe_duration_s"]
 _INDEX_COLUMNS = ["status", "duration_s", "reasons"]
+_LEARNED_COLUMNS = ["models", "duplicate_of"]  # index v4 and later
 
 
 def summarize(output_dir: str) -> dict[str, Any]:
     out = output_dir.rstrip("/")
     ledger = _read(f"{out}/ledger.parquet", _LEDGER_COLUMNS)
-    index = _read(f"{out}/index.parquet", _INDEX_COLUMNS)
+    index, index_columns = _read_index(f"{out}/index.parquet")
     inputs = _counts(ledger["status"])
     clips = _counts(index["status"])
     kept = pc.equal(index["status"], "kept")
     failed = ledger.filter(pc.equal(ledger["status"], "failed"))
     shards = FileSystems.match([f"{out}/shards/*.tar"])[0].metadata_list
-    return {
+    summary = {
         "inputs": ledger.num_rows,
         "inputs_kept": inputs.get("kept", 0),
         "inputs_rejected": inputs.get("rejected", 0),
@@ -41,11 +44,41 @@ def summarize(output_dir: str) -> dict[str, Any]:
         "shards": len(shards),
         "shard_bytes": sum(m.size_in_bytes for m in shards),
     }
+    if "models" in index.column_names:  # older indexes have none of this: their lines are left out
+        summary.update(_learned(index, index_columns, out))
+    return summary
 
 
 def _read(path: str, columns: list[str]) -> pa.Table:
     with FileSystems.open(path) as f:
         return pq.read_table(f, columns=columns)
+
+
+def _read_index(path: str) -> tuple[pa.Table, list[str]]:
+    """The columns the summary needs (the learned ones where this index version has them), and all names."""
+    with FileSystems.open(path) as f:
+        parquet = pq.ParquetFile(f)
+        names = parquet.schema_arrow.names
+        return parquet.read(columns=_INDEX_COLUMNS + [c for c in _LEARNED_COLUMNS if c in names]), names
+
+
+def _learned(index: pa.Table, index_columns: list[str], out: str) -> dict[str, Any]:
+    """The distinct model cards by role, the near-duplicates found, and which embeddings were written."""
+    models: dict[str, list[dict[str, Any]]] = {}
+    for text in sorted(pc.unique(index["models"]).to_pylist()):  # a handful of distinct values, however many rows
+        for role, card in json.loads(text).items():
+            if card not in models.setdefault(role, []):
+                models[role].append(card)
+    arrays: dict[str, int] = {}
+    for meta in FileSystems.match([f"{out}/embeddings/*/*.npy"])[0].metadata_list:
+        role = FileSystems.split(FileSystems.split(meta.path)[0])[1]
+        arrays[role] = arrays.get(role, 0) + 1
+    return {
+        "models": dict(sorted(models.items())),
+        "near_duplicates": len(index) - index["duplicate_of"].null_count,
+        "embedding_columns": [name for name in index_columns if name.endswith("_embedding")],
+        "embedding_arrays": dict(sorted(arrays.items())),  # role -> per-shard .npy files
+    }
 
 
 def _counts(values: pa.ChunkedArray) -> dict[str, int]:
@@ -80,9 +113,24 @@ def format_summary(summary: dict[str, Any], wall_s: float | None = None) -> str:
     for failure in summary["failures"]:
         lines.append(f"  [{failure['error_type']}] {failure['uri']}: {failure['error']}")
     lines.append(f"shards written:   {summary['shards']}  ({summary['shard_bytes'] / 1e6:.1f} MB)")
+    if "models" in summary:
+        lines += _learned_lines(summary)
     if wall_s:
         lines.append(
             f"throughput:       {summary['media_seconds'] / wall_s:.1f} s of media per second "
             f"({wall_s:.1f} s wall clock)"
         )
     return "\n".join(lines)
+
+
+def _learned_lines(summary: dict[str, Any]) -> list[str]:
+    lines = ["models:           none" if not summary["models"] else "models:"]
+    for role, cards in summary["models"].items():
+        for card in cards:
+            pretrained = f" ({card['pretrained']})" if card.get("pretrained") else ""
+            lines.append(f"  {role:<24}{card.get('library')} {card.get('name')}{pretrained}, dim {card.get('dim')}")
+    lines.append(f"near-duplicates:  {summary['near_duplicates']}")
+    columns = ", ".join(summary["embedding_columns"]) or "none"
+    arrays = ", ".join(f"{role} ({n} files)" for role, n in summary["embedding_arrays"].items()) or "none"
+    lines.append(f"embeddings:       index columns {columns}; per-shard arrays {arrays}")
+    return lines

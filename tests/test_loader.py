@@ -6,6 +6,7 @@ except one flash frame F at full white; the audio is silent except a 1 kHz burst
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
@@ -22,7 +23,9 @@ import torch
 
 import avcurate.loader as loader_module
 from avcurate.loader import AVClipDataset, ShardError, collate, expand_urls, make_loader
-from avcurate.model import Clip
+from avcurate.model import AUDIO, VISUAL, Clip
+from avcurate.writers import plan_shards
+from avcurate.writers import write_shard as write_avcurate_shard
 
 FPS = 25
 SR = 16000
@@ -54,13 +57,16 @@ def _encode(path: Path, flash: int, duration: float) -> subprocess.Popen:
     return subprocess.Popen(cmd)
 
 
-def _metadata(index: int, flash: int, duration: float) -> dict:
-    clip = Clip(
+def _clip(index: int, flash: int, duration: float) -> Clip:
+    return Clip(
         source_id=f"{0xA0C0 + index:016x}", source_uri=f"file:///src/{index}.mp4", clip_index=index,
         start_s=0.0, end_s=duration, n_frames=round(duration * FPS), fps=float(FPS), width=256, height=144,
         source_width=1280, source_height=720, sample_rate=SR, channels=1, source_meta={"flash_frame": flash},
     )  # fmt: skip
-    return clip.metadata()
+
+
+def _metadata(index: int, flash: int, duration: float) -> dict:
+    return _clip(index, flash, duration).metadata()
 
 
 def write_shard(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> None:
@@ -394,3 +400,43 @@ def test_remote_urls_stream_through_beam(shards: Shards, monkeypatch: pytest.Mon
     assert _keys(dataset) == list(shards.clips)
     # Read forward in tar records, never the whole shard at once.
     assert len(opened) == 3 and all(0 < s.biggest_read <= tarfile.RECORDSIZE for s in opened)
+
+
+@pytest.fixture(scope="session")
+def v4_shards(shards: Shards) -> tuple[str, dict[str, dict[str, np.ndarray]]]:
+    """v4-000000..000001.tar, written by avcurate's own shard writer: four clips with visual [16] and audio [8]
+    embeddings. Returns their URL pattern and each clip's embeddings by key."""
+    clips = []
+    for i, (flash, duration) in enumerate(CLIP_SPECS[:4]):
+        rng = np.random.default_rng(i)
+        mp4 = shards.root / f"{i}.mp4"
+        embeddings = {VISUAL: rng.standard_normal(16, np.float32), AUDIO: rng.standard_normal(8, np.float32)}
+        clips.append(dataclasses.replace(_clip(i, flash, duration), staged_path=str(mp4), mp4_bytes=mp4.stat().st_size,
+                                         embeddings=embeddings))  # fmt: skip
+    for plan in plan_shards(clips, prefix="v4", max_clips=2, max_bytes=1 << 30):
+        write_avcurate_shard(plan, str(shards.root))
+    return shards.url("v4-{000000..000001}.tar"), {c.key: c.embeddings for c in clips}
+
+
+def test_embeddings_are_returned_and_collated(v4_shards: tuple[str, dict[str, dict[str, np.ndarray]]]) -> None:
+    url, expected = v4_shards
+    loader = make_loader(url, batch_size=2, clip_seconds=0.8, shuffle_shards=False, decode_video=False,
+                         embeddings=(VISUAL, AUDIO))  # fmt: skip
+    batches = list(loader)
+    assert [key for batch in batches for key in batch["key"]] == list(expected)
+    for batch in batches:
+        assert set(batch["embeddings"]) == {VISUAL, AUDIO} and batch["audio"].shape == (2, 1, round(0.8 * SR))
+        for role, size in ((VISUAL, 16), (AUDIO, 8)):
+            stacked = batch["embeddings"][role]
+            assert stacked.dtype == torch.float32 and stacked.shape == (2, size)
+            assert torch.equal(stacked, torch.from_numpy(np.stack([expected[k][role] for k in batch["key"]])))
+    # Not asked for: the .npy members are ignored, as any unknown member is.
+    plain = list(AVClipDataset(url, shuffle_shards=False, decode_video=False, decode_audio=False))
+    assert [s["key"] for s in plain] == list(expected) and all("embeddings" not in s for s in plain)
+
+
+def test_embeddings_from_shards_without_them_is_a_clear_error(shards: Shards) -> None:
+    old = AVClipDataset(shards.url(CLIPS), shuffle_shards=False, decode_video=False, embeddings=(VISUAL,))
+    with pytest.raises(ShardError, match=r"clips-000000\.tar.*missing member [0-9a-f]{16}-00000\.visual\.npy") as caught:
+        _keys(old)
+    assert "schema v4" in str(caught.value) and caught.value.shard == shards.url("clips-000000.tar")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -12,6 +13,7 @@ import tarfile
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,7 +21,19 @@ import pytest
 import webdataset as wds
 
 from avcurate import schemas
-from avcurate.model import FAILED, KEPT, REJECTED, Clip, ClipScores, ProbeInfo, Source, SourceResult
+from avcurate.model import (
+    AUDIO,
+    FAILED,
+    KEPT,
+    REJECTED,
+    VISUAL,
+    VISUAL_FRAMES,
+    Clip,
+    ClipScores,
+    ProbeInfo,
+    Source,
+    SourceResult,
+)
 from avcurate.writers import (
     index_batch,
     index_table,
@@ -35,7 +49,7 @@ from avcurate.writers import (
     write_table,
 )
 from avcurate.writers import shards
-from avcurate.writers.shards import SAFE_KEY, ShardPlan
+from avcurate.writers.shards import SAFE_KEY, ShardInfo, ShardPlan
 
 # Source URIs with spaces, unicode, '#', '?', dots: keys must still be tar- and WebDataset-safe.
 ODD_URIS = [
@@ -314,7 +328,7 @@ def test_index_table(real_clips: list[Clip], tmp_path: Path) -> None:
             assert row["shard"] == clip.shard and row["shard"].startswith("clips-")
         else:
             assert pd.isna(row["shard"])
-        assert row["schema_version"] == 3
+        assert row["schema_version"] == 4
 
 
 def test_ledger_table(real_clips: list[Clip], tmp_path: Path) -> None:
@@ -438,3 +452,208 @@ def test_sample_schema_requires_every_key(real_clips: list[Clip]) -> None:
     for name in meta:
         with pytest.raises(jsonschema.ValidationError):
             schemas.validate_sample_metadata({k: v for k, v in meta.items() if k != name})
+
+
+# --- embeddings (schema v4) -------------------------------------------------------------------------------
+
+DIM = 512  # big enough that a shard's .npy members outgrow the tar's 10240-byte record padding
+
+
+def unit_vectors(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+CARDS = {
+    VISUAL: {"library": "open_clip", "library_version": "2.24.0", "name": "ViT-B-32", "pretrained": "laion2b",
+             "dim": DIM, "image_size": 224},
+    AUDIO: {"library": "transformers", "library_version": "4.40.0", "name": "laion/clap-htsat-unfused",
+            "pretrained": None, "dim": DIM, "sample_rate": 48000},
+}  # fmt: skip
+
+
+def embedded(clips: list[Clip]) -> list[Clip]:
+    """Kept clips with visual, per-frame and audio embeddings, except the second kept one (no audio), and learned
+    scores; rejected clips with none, as when rejected before inference."""
+    out = []
+    for n, clip in enumerate(clips):
+        if clip.status != KEPT:
+            out.append(clip)
+            continue
+        embeddings = {VISUAL: unit_vectors(n, (DIM,)), VISUAL_FRAMES: unit_vectors(100 + n, (3, DIM))}
+        if n != 1:
+            embeddings[AUDIO] = unit_vectors(200 + n, (DIM,))
+        scores = dataclasses.replace(clip.scores, av_correspondence=0.25 * n, duplicate_similarity=0.97 if n else None)
+        out.append(dataclasses.replace(
+            clip, embeddings=embeddings, models={r: CARDS[r] for r in (VISUAL, AUDIO) if r in embeddings},
+            zero_shot={"talking": 0.5 + 0.1 * n, "music": 0.25}, scores=scores, duplicate_of=out[0].key if n else None,
+        ))  # fmt: skip
+    return out
+
+
+@pytest.fixture
+def embedded_clips(real_clips: list[Clip]) -> list[Clip]:
+    return embedded(real_clips)
+
+
+def write_output(clips: list[Clip], folder: Path, max_clips: int = 3) -> tuple[list[ShardPlan], list[ShardInfo]]:
+    plans = plan_shards(clips, prefix="clips", max_clips=max_clips, max_bytes=1 << 30)
+    infos = [write_shard(p, str(folder / "shards"), str(folder / "embeddings")) for p in plans]
+    write_table(index_table(with_shards(clips, plans)), str(folder / "index.parquet"))
+    return plans, infos
+
+
+def test_embeddings_are_sample_members(embedded_clips: list[Clip], tmp_path: Path) -> None:
+    plans, infos = write_output(embedded_clips, tmp_path)
+    by_key = {c.key: c for p in plans for c in p.clips}
+    for plan, info in zip(plans, infos):
+        assert info.n_bytes == (tmp_path / "shards" / plan.name).stat().st_size == plan.n_bytes  # caps stay exact
+        with tarfile.open(tmp_path / "shards" / plan.name) as tar:
+            names = tar.getnames()
+            expected = [
+                f"{c.key}.{ext}" for c in plan.clips for ext in ["mp4", "json"] + [f"{r}.npy" for r in sorted(c.embeddings)]
+            ]
+            assert names == expected
+            for clip in plan.clips:
+                for role, array in clip.embeddings.items():
+                    data = tar.extractfile(f"{clip.key}.{role}.npy").read()  # type: ignore[union-attr]
+                    loaded = np.load(io.BytesIO(data), allow_pickle=False)
+                    assert loaded.dtype == np.dtype("<f4") and np.array_equal(loaded, array)
+                    saved = io.BytesIO()
+                    np.save(saved, array)
+                    assert data == saved.getvalue()  # exactly np.save's bytes: header of dtype, order, shape
+
+    samples = list(wds.WebDataset(str(tmp_path / "shards" / "clips-{000000..000001}.tar"), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == sorted(by_key)
+    for sample in samples:
+        clip = by_key[sample["__key__"]]
+        assert np.array_equal(np.load(io.BytesIO(sample["visual.npy"])), clip.embeddings[VISUAL])
+        assert np.array_equal(np.load(io.BytesIO(sample["visual_frames.npy"])), clip.embeddings[VISUAL_FRAMES])
+        assert ("audio.npy" in sample) == (AUDIO in clip.embeddings)
+        meta = json.loads(sample["json"])
+        schemas.validate_sample_metadata(meta)
+        assert meta["embeddings"] == {role: list(a.shape) for role, a in clip.embeddings.items()}
+        assert (meta["models"], meta["zero_shot"], meta["duplicate_of"]) == (clip.models, clip.zero_shot, clip.duplicate_of)
+        assert meta["scores"]["av_correspondence"] == clip.scores.av_correspondence
+
+
+def test_byte_caps_count_npy_members(embedded_clips: list[Clip]) -> None:
+    kept = [c for c in embedded_clips if c.status == KEPT]
+    (two,) = plan_shards(kept[:2], prefix="clips", max_clips=2, max_bytes=1 << 30)
+    plain = [dataclasses.replace(c, embeddings={}) for c in kept[:2]]
+    (two_plain,) = plan_shards(plain, prefix="clips", max_clips=2, max_bytes=1 << 30)
+    assert two.n_bytes - two_plain.n_bytes >= sum(a.nbytes for c in kept[:2] for a in c.embeddings.values())
+    plans = plan_shards(kept, prefix="clips", max_clips=100, max_bytes=two.n_bytes)  # exactly two clips fit
+    assert len(plans[0].clips) == 2 and plans[0].n_bytes == two.n_bytes
+    assert all(p.n_bytes <= two.n_bytes or len(p.clips) == 1 for p in plans)
+
+
+def test_index_embedding_columns(embedded_clips: list[Clip], tmp_path: Path) -> None:
+    plans, _ = write_output(embedded_clips, tmp_path)
+    table = pq.read_table(tmp_path / "index.parquet")
+    schemas.validate_index(table)
+    assert table.column_names[-2:] == ["audio_embedding", "visual_embedding"]
+    assert table.schema.field("visual_embedding").type == pa.list_(pa.field("element", pa.float32()), DIM)
+    clips = {c.key: c for c in with_shards(embedded_clips, plans)}
+    for row in table.to_pylist():
+        clip = clips[row["key"]]
+        for role in (VISUAL, AUDIO):
+            if role in clip.embeddings:
+                assert np.array_equal(np.array(row[f"{role}_embedding"], dtype=np.float32), clip.embeddings[role])
+            else:  # rejected before inference, or no audio embedding: a row of nulls (see embedding_field)
+                assert row[f"{role}_embedding"] == [None] * DIM
+        assert json.loads(row["zero_shot"]) == clip.zero_shot and json.loads(row["models"]) == clip.models
+        assert (row["duplicate_of"], row["duplicate_similarity"]) == (clip.duplicate_of, clip.scores.duplicate_similarity)
+    rejected = next(r for r in table.to_pylist() if r["status"] == REJECTED)
+    assert (rejected["models"], rejected["zero_shot"], rejected["duplicate_of"]) == ("{}", "{}", None)
+    vectors = table["visual_embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, DIM)
+    assert np.isnan(vectors[[r["status"] == REJECTED for r in table.to_pylist()]]).all()  # NaN rows for numpy
+
+
+def test_shard_arrays_align_with_index_rows(embedded_clips: list[Clip], tmp_path: Path) -> None:
+    plans, infos = write_output(embedded_clips, tmp_path)
+    index = pq.read_table(tmp_path / "index.parquet")
+    assert sorted(os.listdir(tmp_path / "embeddings")) == [AUDIO, VISUAL]
+    for plan, info in zip(plans, infos):
+        stem = plan.name.removesuffix(".tar")
+        assert sorted(info.embedding_files) == [str(tmp_path / "embeddings" / r / f"{stem}.npy") for r in (AUDIO, VISUAL)]
+        rows = index.filter(pa.compute.equal(index["shard"], plan.name))
+        assert rows["key"].to_pylist() == [c.key for c in plan.clips]  # the shard's sample order
+        for role in (VISUAL, AUDIO):
+            array = np.load(tmp_path / "embeddings" / role / f"{stem}.npy")
+            assert array.dtype == np.dtype("<f2") and array.shape == (len(plan.clips), DIM)
+            expected = rows[f"{role}_embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            assert np.array_equal(array, expected.reshape(-1, DIM).astype(np.float16), equal_nan=True)
+    no_audio = next(c for c in embedded_clips if c.status == KEPT and AUDIO not in c.embeddings)
+    plan = next(p for p in plans if no_audio.key in [c.key for c in p.clips])
+    row = [c.key for c in plan.clips].index(no_audio.key)
+    assert np.isnan(np.load(tmp_path / "embeddings" / AUDIO / plan.name.replace(".tar", ".npy"))[row]).all()
+
+
+def test_embedding_outputs_are_byte_identical(embedded_clips: list[Clip], tmp_path: Path) -> None:
+    write_output(embedded_clips, tmp_path / "a")
+    write_output(list(reversed(embedded_clips)), tmp_path / "b")
+
+    def digests(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+    first = digests(tmp_path / "a")
+    assert any(name.startswith("embeddings/") for name in first) and first == digests(tmp_path / "b")
+    # The index from batches where some lack an embedding column (only rejected or audio-less clips).
+    clips = with_shards(embedded_clips, plan_shards(embedded_clips, prefix="clips", max_clips=3, max_bytes=1 << 30))
+    batches = [index_batch([c]) for c in reversed(clips)]
+    assert {tuple(b.column_names[-2:]) for b in batches} > {("audio_embedding", "visual_embedding")}
+    write_table(merge_index(batches), str(tmp_path / "batched.parquet"))
+    assert sha256(tmp_path / "batched.parquet") == first["index.parquet"]
+
+
+def test_embedding_inputs_are_checked(embedded_clips: list[Clip]) -> None:
+    kept = [dataclasses.replace(c, shard="clips-000000.tar") for c in embedded_clips if c.status == KEPT]
+    with pytest.raises(ValueError, match="role 'vis.ual'"):
+        shard_entry(dataclasses.replace(kept[0], embeddings={"vis.ual": np.zeros(4, np.float32)}), "clips")
+    odd = dataclasses.replace(kept[0], embeddings={VISUAL: np.zeros(DIM // 2, np.float32)})
+    with pytest.raises(ValueError, match="visual embeddings have shapes"):
+        index_batch([odd, kept[1]])
+    with pytest.raises(ValueError, match="disagree on the size of visual_embedding"):
+        merge_index([index_batch([odd]), index_batch([kept[1]])])
+
+
+def test_index_validator_knows_optional_embedding_columns(embedded_clips: list[Clip]) -> None:
+    clips = with_shards(embedded_clips, plan_shards(embedded_clips, prefix="clips", max_clips=3, max_bytes=1 << 30))
+    table = index_table(clips)
+    schemas.validate_index(table)
+    schemas.validate_index(table.drop_columns(["audio_embedding"]))  # optional: present only when made
+    with pytest.raises(schemas.SchemaMismatch, match="out of order"):
+        schemas.validate_index(table.select([*table.column_names[:-2], "visual_embedding", "audio_embedding"]))
+    with pytest.raises(schemas.SchemaMismatch, match="unexpected column 'text_embedding'"):
+        schemas.validate_index(table.append_column("text_embedding", table["visual_embedding"]))
+    as_list = table["visual_embedding"].cast(pa.list_(pa.field("element", pa.float32())))
+    with pytest.raises(schemas.SchemaMismatch, match="'visual_embedding' is list<element: float>"):
+        schemas.validate_index(table.set_column(table.num_columns - 1, "visual_embedding", as_list))
+
+
+V4_INDEX_COLUMNS = ["av_correspondence", "duplicate_similarity", "zero_shot", "duplicate_of", "models"]
+
+
+def v3_index(clips: list[Clip]) -> pa.Table:
+    """An index as version 3 wrote it: without the v4 columns, declaring version 3."""
+    table = index_table(clips).drop_columns(V4_INDEX_COLUMNS)
+    table = table.set_column(table.schema.get_field_index("schema_version"), table.schema.field("schema_version"),
+                             pa.array([3] * table.num_rows, pa.int64()))  # fmt: skip
+    return table.replace_schema_metadata({"avcurate.schema_version": "3"})
+
+
+def test_version_3_outputs_still_validate(real_clips: list[Clip]) -> None:
+    table = v3_index(sources_and_results(real_clips)[0])
+    assert schemas.describe(table.schema, "index")["fields"] == schemas.load("index.v3.json")["fields"]
+    schemas.validate_index(table, version=3)
+    with pytest.raises(schemas.SchemaMismatch, match="missing column 'models'"):
+        schemas.validate_index(table)
+    meta = {**real_clips[0].metadata(), "shard": "clips-000000.tar", "schema_version": 3}
+    for key in ("zero_shot", "models", "duplicate_of", "embeddings"):
+        del meta[key]
+    for score in ("av_correspondence", "duplicate_similarity"):
+        del meta["scores"][score]
+    schemas.validate_sample_metadata(meta, version=3)
+    with pytest.raises(jsonschema.ValidationError):
+        schemas.validate_sample_metadata(meta)

@@ -180,7 +180,8 @@ def _with_finished_clips(source_id: str, joined: dict[str, list[Any]]) -> Source
 
 
 class WriteOutputs(beam.PTransform):
-    """Shards, the index and the ledger, byte-identical whatever the scheduling.
+    """Shards (with their per-shard embedding arrays), the index and the ledger, byte-identical whatever the
+    scheduling.
 
     One worker sees each kept clip's planning entry (its key and sizes, about 200 bytes) and plans the shards as
     consecutive key ranges; every worker gets that plan as a side input, clips travel to their shard by key,
@@ -212,7 +213,7 @@ class WriteOutputs(beam.PTransform):
         shard_infos = (
             by_shard
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShard" >> beam.Map(_write_shard, layout, f"{out}/shards")
+            | "WriteShard" >> beam.Map(_write_shard, layout, f"{out}/shards", f"{out}/embeddings")
             | "AllShards" >> beam.combiners.ToList()
         )
         others = results | "NotKept" >> beam.FlatMap(lambda r: [c for c in r.clips if c.status != KEPT])
@@ -245,9 +246,11 @@ class WriteOutputs(beam.PTransform):
         )
 
 
-def _write_shard(shard: tuple[int, Iterable[Clip]], layout: ShardLayout, shards_dir: str) -> ShardInfo:
+def _write_shard(
+    shard: tuple[int, Iterable[Clip]], layout: ShardLayout, shards_dir: str, embeddings_dir: str
+) -> ShardInfo:
     index, clips = shard
-    return write_shard(layout.plan(index, clips), shards_dir)
+    return write_shard(layout.plan(index, clips), shards_dir, embeddings_dir)
 
 
 def _cleanup(infos: Iterable[ShardInfo], staging_dir: str, index_done: Any, ledger_done: Any) -> list[ShardInfo]:

@@ -1,7 +1,8 @@
 """WebDataset tar shards: plan which kept clips go where, then write each shard atomically and reproducibly.
 
-A shard holds, per clip and in key order, `{key}.mp4` (the staged encoded clip) then `{key}.json` (its
-metadata plus the shard name). Headers carry no time, owner or host, so the same clips give the same bytes.
+A shard holds, per clip and in key order, `{key}.mp4` (the staged encoded clip), `{key}.json` (its metadata
+plus the shard name), then `{key}.{role}.npy` per embedding, roles sorted. Headers carry no time, owner or host,
+so the same clips give the same bytes. Next to the shards go per-shard float16 embedding arrays for retrieval.
 Writes go through Beam's FileSystems, so shards can land on local disk, `gs://` or `s3://` alike.
 """
 
@@ -23,6 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from avcurate.model import KEPT, Clip
+from avcurate.writers.embeddings import SAFE_ROLE, SHARD_DTYPE, npy_bytes, sample_members, shard_arrays
 
 BLOCK = tarfile.BLOCKSIZE  # 512: every header and every member's padded data
 RECORD = tarfile.RECORDSIZE  # tarfile pads the finished archive to a multiple of this
@@ -30,6 +32,7 @@ TAR_FORMAT = tarfile.USTAR_FORMAT  # safe keys are short ASCII, so plain USTAR h
 # WebDataset splits a member name at its first dot into key and extension, so a key may hold no dot,
 # no slash; it must also fit a USTAR name field with its extension.
 SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,90}")
+USTAR_NAME_MAX = 100  # a member name without a slash cannot spill into the header's prefix field
 
 
 @dataclass
@@ -49,6 +52,7 @@ class ShardInfo:
     n_clips: int
     n_bytes: int
     sha256: str
+    embedding_files: tuple[str, ...] = ()  # the per-shard arrays written with it, `.../embeddings/{role}/{stem}.npy`
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,7 @@ class ShardEntry:
     key: str
     mp4_bytes: int
     json_bytes: int  # its json member when the shard is shard_name(prefix, 0); names differ only in digits
+    npy_bytes: tuple[int, ...] = ()  # each `{key}.{role}.npy` member's size
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,15 @@ def shard_entry(clip: Clip, prefix: str) -> ShardEntry:
         raise ValueError(f"clip key {clip.key!r} is not tar/WebDataset-safe (letters, digits, '-', '_')")
     if clip.staged_path is None:
         raise ValueError(f"kept clip {clip.key} has no staged_path to write")
-    return ShardEntry(clip.key, clip.mp4_bytes, len(sample_json(clip, shard_name(prefix, 0))))
+    for role in clip.embeddings:
+        if not SAFE_ROLE.fullmatch(role):
+            raise ValueError(f"embedding role {role!r} of clip {clip.key} is not name-safe (letters, digits, '_')")
+    members = sample_members(clip)
+    for name, _ in members:
+        if len(name) > USTAR_NAME_MAX:
+            raise ValueError(f"member name {name!r} is longer than a tar header's {USTAR_NAME_MAX} characters")
+    json_bytes = len(sample_json(clip, shard_name(prefix, 0)))
+    return ShardEntry(clip.key, clip.mp4_bytes, json_bytes, tuple(len(data) for _, data in members))
 
 
 def plan_layout(entries: Iterable[ShardEntry], *, prefix: str, max_clips: int, max_bytes: int) -> ShardLayout:
@@ -120,9 +133,10 @@ def plan_layout(entries: Iterable[ShardEntry], *, prefix: str, max_clips: int, m
     base_name = len(shard_name(prefix, 0))
 
     def members_bytes(entry: ShardEntry, shard: int) -> int:
-        """The entry's two members in the tar: a header block each plus block-padded data."""
+        """The entry's members in the tar: a header block each plus block-padded data."""
         json_bytes = entry.json_bytes + len(shard_name(prefix, shard)) - base_name
-        return 2 * BLOCK + _padded(entry.mp4_bytes) + _padded(json_bytes)
+        npy = sum(BLOCK + _padded(size) for size in entry.npy_bytes)
+        return 2 * BLOCK + _padded(entry.mp4_bytes) + _padded(json_bytes) + npy
 
     first_keys: list[str] = []
     counts: list[int] = []
@@ -168,13 +182,30 @@ def with_shards(clips: list[Clip], plans: list[ShardPlan]) -> list[Clip]:
     return [planned[c.key] if c.status == KEPT else c for c in clips]
 
 
-def write_shard(plan: ShardPlan, shards_dir: str) -> ShardInfo:
-    """Write one planned shard to `shards_dir`; the final name exists only once the tar is complete."""
+def write_shard(plan: ShardPlan, shards_dir: str, embeddings_dir: str | None = None) -> ShardInfo:
+    """Write one planned shard to `shards_dir`; the final name exists only once the tar is complete.
+
+    With `embeddings_dir`, first writes `{embeddings_dir}/{role}/{stem}.npy` (stem: the shard's name without
+    `.tar`) for each retrieval role its clips carry: float16 [clips, D], row i = the shard's i-th sample. Written
+    before the tar, so a complete shard implies its arrays are there.
+    """
+    arrays = _write_shard_arrays(plan, embeddings_dir) if embeddings_dir is not None else ()
     with atomic_create(FileSystems.join(shards_dir, plan.name), "application/x-tar") as out:
         with tarfile.open(fileobj=out, mode="w|", format=TAR_FORMAT) as tar:
             for clip in plan.clips:
                 _add_clip(tar, clip, plan.name)
-    return ShardInfo(name=plan.name, n_clips=len(plan.clips), n_bytes=out.n_bytes, sha256=out.sha256)
+    return ShardInfo(plan.name, len(plan.clips), out.n_bytes, out.sha256, embedding_files=arrays)
+
+
+def _write_shard_arrays(plan: ShardPlan, embeddings_dir: str) -> tuple[str, ...]:
+    stem = plan.name.removesuffix(".tar")
+    paths = []
+    for role, array in shard_arrays(plan.clips).items():
+        path = FileSystems.join(embeddings_dir, role, f"{stem}.npy")
+        with atomic_create(path, "application/octet-stream") as out:
+            out.write(npy_bytes(array, SHARD_DTYPE))
+        paths.append(path)
+    return tuple(paths)
 
 
 class DigestWriter:
@@ -240,6 +271,8 @@ def _add_clip(tar: tarfile.TarFile, clip: Clip, shard: str) -> None:
             raise ValueError(f"staged file {clip.staged_path} is larger than mp4_bytes={clip.mp4_bytes}")
     data = sample_json(clip, shard)
     tar.addfile(_tarinfo(f"{clip.key}.json", len(data)), _BytesReader(data))
+    for name, data in sample_members(clip):
+        tar.addfile(_tarinfo(name, len(data)), _BytesReader(data))
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:

@@ -2,6 +2,8 @@
 
 Schemas follow the model: a new ClipScores or ProbeInfo field becomes a column, and the committed
 schemas/*.json (checked by a test) make such a change visible. Bump the version on any breaking change.
+The index also gets a `{role}_embedding` column per retrieval embedding the run made: its size D comes from the
+data, so those columns are optional and documented apart (`embedding_field`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import types
 import typing
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avcurate.filters import reason_name
 from avcurate.model import KEPT, REJECTED, Clip, ClipScores, ProbeInfo, SourceResult
+from avcurate.writers.embeddings import RETRIEVAL_ROLES, vector_dim
 from avcurate.writers.shards import atomic_create
 
-INDEX_SCHEMA_VERSION = 3
+INDEX_SCHEMA_VERSION = 4
 LEDGER_SCHEMA_VERSION = 2
 VERSION_KEY = "avcurate.schema_version"
 
@@ -80,6 +84,11 @@ INDEX_SCHEMA = pa.schema(
         pa.field("reasons", pa.list_(pa.field("element", pa.string(), nullable=False)), nullable=False),
         pa.field("shard", pa.string()),  # set for kept clips only
         pa.field("source_meta", pa.string(), nullable=False),  # canonical JSON of the manifest's extra columns
+        # Canonical JSON of rule name -> probability. Not a Parquet map: pyarrow reads a map back with its
+        # entries renamed after the column, so the type would not match the committed schema.
+        pa.field("zero_shot", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string()),  # key of the kept clip this one near-duplicates
+        pa.field("models", pa.string(), nullable=False),  # canonical JSON of the model cards by role, "{}" if none
         pa.field("config_hash", pa.string(), nullable=False),
         pa.field("schema_version", pa.int64(), nullable=False),
     ],
@@ -106,7 +115,36 @@ LEDGER_SCHEMA = pa.schema(
 )
 
 
+def embedding_column(role: str) -> str:
+    return f"{role}_embedding"
+
+
+def embedding_field(role: str, dim: int) -> pa.Field:
+    """The optional index column of a retrieval embedding: float32 [dim] per clip.
+
+    Not null: a clip without that embedding (rejected before inference) has a row of `dim` null floats (NaN in
+    NumPy and pandas). A null row would be the natural choice, but pyarrow cannot read a null fixed-size list
+    back from Parquet (apache/arrow#35692), so the whole index would become unreadable.
+    """
+    return pa.field(embedding_column(role), _embedding_type(dim), nullable=False)
+
+
+def _embedding_type(dim: int) -> pa.DataType:
+    # "element" is the item name Parquet writes, so the type reads back unchanged.
+    return pa.list_(pa.field("element", pa.float32()), dim)
+
+
+def index_schema(dims: dict[str, int]) -> pa.Schema:
+    """INDEX_SCHEMA plus an embedding column per role in `dims` (role -> D), in RETRIEVAL_ROLES order."""
+    schema = INDEX_SCHEMA
+    for role in RETRIEVAL_ROLES:
+        if role in dims:
+            schema = schema.append(embedding_field(role, dims[role]))
+    return schema
+
+
 def index_row(clip: Clip) -> dict[str, Any]:
+    """The clip's index row, without its embedding columns (`index_batch` adds those column-wise)."""
     _check_shard(clip)
     return {
         "key": clip.key,
@@ -132,6 +170,9 @@ def index_row(clip: Clip) -> dict[str, Any]:
         "reasons": list(clip.reasons),
         "shard": clip.shard,
         "source_meta": canonical_json(clip.source_meta),
+        "zero_shot": canonical_json(clip.zero_shot),
+        "duplicate_of": clip.duplicate_of,
+        "models": canonical_json(clip.models),
         "config_hash": clip.config_hash,
         "schema_version": INDEX_SCHEMA_VERSION,
     }
@@ -170,12 +211,54 @@ def index_table(clips: list[Clip]) -> pa.Table:
 
 def index_batch(clips: list[Clip]) -> pa.Table:
     """Index rows of some of the clips, in any order: Beam builds these in parallel, columnar (a few hundred
-    bytes a row, where a row dict takes several KB), for `merge_index` to put together on one worker."""
-    return _table([index_row(c) for c in clips], INDEX_SCHEMA)
+    bytes a row, where a row dict takes several KB), for `merge_index` to put together on one worker.
+    Has an embedding column for each retrieval role some of these clips carry."""
+    table = _table([index_row(c) for c in clips], INDEX_SCHEMA)
+    for role in RETRIEVAL_ROLES:
+        vectors = [c.embeddings.get(role) for c in clips]
+        present = [v for v in vectors if v is not None]
+        if present:
+            dim = vector_dim(role, present)
+            table = table.append_column(embedding_field(role, dim), _embedding_array(vectors, dim))
+    return table
 
 
 def merge_index(batches: list[pa.Table]) -> pa.Table:
-    return _merge(batches, INDEX_SCHEMA, ["key"])
+    """The batches as one index: a batch without an embedding column others have gets it with empty rows."""
+    dims = _embedding_dims(batches)
+    schema = index_schema(dims)
+    return _merge([_with_embedding_columns(batch, dims).select(schema.names) for batch in batches], schema, ["key"])
+
+
+def _embedding_dims(batches: list[pa.Table]) -> dict[str, int]:
+    """role -> D of the embedding columns in any batch; one model per role, so D must agree."""
+    dims: dict[str, int] = {}
+    for batch in batches:
+        for role in RETRIEVAL_ROLES:
+            name = embedding_column(role)
+            if name in batch.column_names:
+                dim = batch.schema.field(name).type.list_size
+                if dims.setdefault(role, dim) != dim:
+                    raise ValueError(f"index batches disagree on the size of {name}: {dims[role]} and {dim}")
+    return dims
+
+
+def _with_embedding_columns(batch: pa.Table, dims: dict[str, int]) -> pa.Table:
+    for role, dim in dims.items():
+        if embedding_column(role) not in batch.column_names:
+            batch = batch.append_column(embedding_field(role, dim), _embedding_array([None] * batch.num_rows, dim))
+    return batch
+
+
+def _embedding_array(vectors: list[np.ndarray | None], dim: int) -> pa.FixedSizeListArray:
+    """float32 [dim] per row; a missing vector is `dim` null floats (see `embedding_field`)."""
+    values = np.zeros((len(vectors), dim), dtype=np.float32)
+    missing = np.array([v is None for v in vectors], dtype=bool)
+    for row, vector in enumerate(vectors):
+        if vector is not None:
+            values[row] = vector
+    flat = pa.array(values.ravel(), mask=np.repeat(missing, dim))
+    return pa.FixedSizeListArray.from_arrays(flat, type=_embedding_type(dim))
 
 
 def ledger_table(results: list[SourceResult]) -> pa.Table:
