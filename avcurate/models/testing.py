@@ -7,6 +7,7 @@ configs, checkpoint formats, tokenizers, OpenCLIP's preprocess config and CLAP's
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -97,6 +98,9 @@ def save_tiny_clap(folder: str | Path) -> str:
         projection_dim=32,
     )
     torch.manual_seed(0)
-    ClapModel(config).save_pretrained(folder)
+    model = ClapModel(config)
+    with torch.no_grad():  # distinct audio and text temperatures (both start at 1/0.07), so tests tell them apart
+        model.logit_scale_t.fill_(math.log(20.0))
+    model.save_pretrained(folder)
     ClapProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(folder)
     return str(folder)
