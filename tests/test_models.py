@@ -339,6 +339,11 @@ def test_a_local_dir_without_weights_is_not_a_random_model(tiny_openclip_dir: st
 def test_names_that_openclip_would_misread(tiny_openclip_dir: str) -> None:
     with_pretrained = VisualModelConfig(name=tiny_openclip_dir, pretrained="laion2b_s34b_b79k")
     assert_fast_unavailable(lambda: OpenClipImageModel.load(with_pretrained, CPU, "amp"), "is ignored")
+    missing_file = VisualModelConfig(name="ViT-B-32", pretrained="/nowhere/open_clip_pytorch_model.bin")
+    message = assert_fast_unavailable(
+        lambda: OpenClipImageModel.load(missing_file, CPU, "amp"), "'/nowhere/open_clip_pytorch_model.bin' not found"
+    )
+    assert "offline" not in message
     without_weights = VisualModelConfig(name="ViT-B-32")
     assert_fast_unavailable(
         lambda: OpenClipImageModel.load(without_weights, CPU, "amp"), "models.visual.pretrained", "list_pretrained"

@@ -38,6 +38,7 @@ from avcurate.models.base import (
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
 RESIZE_MODES = ("shortest", "longest", "squash")
+CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".npz")
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class OpenClipImageModel:
         device = resolve_device(device) if isinstance(device, str) else device
         _check_name(cfg)
         needs_hub = cfg.name.startswith(HF_HUB_PREFIX) or (
-            not cfg.name.startswith(LOCAL_DIR_PREFIX) and not os.path.isfile(str(cfg.pretrained))
+            not cfg.name.startswith(LOCAL_DIR_PREFIX) and not _is_path(str(cfg.pretrained))
         )
         offline = False
         try:
@@ -211,6 +212,17 @@ def _check_name(cfg: VisualModelConfig) -> None:
             f"visual model {cfg.name!r} has no weights: set models.visual.pretrained to a tag "
             f"(open_clip.list_pretrained_tags_by_model({cfg.name!r})) or /path/to/open_clip_pytorch_model.bin"
         )
+    if _is_path(cfg.pretrained) and not os.path.isfile(cfg.pretrained):
+        # open_clip would take it for an unknown tag, and say so
+        raise ModelUnavailable(
+            f"visual model {cfg.name!r}: checkpoint file {cfg.pretrained!r} not found. Pass "
+            f"models.visual.pretrained: /path/to/open_clip_pytorch_model.bin (an existing file) or a tag"
+        )
+
+
+def _is_path(pretrained: str) -> bool:
+    """OpenCLIP's tags ("laion2b_s34b_b79k", "openai") are plain words; a checkpoint is a file path."""
+    return os.sep in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES) or os.path.isfile(pretrained)
 
 
 def _unavailable_message(cfg: VisualModelConfig, err: BaseException, offline: bool) -> str:
