@@ -4,6 +4,7 @@ what to configure instead."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -276,6 +277,37 @@ def test_resample_for_model_downmixes_and_keeps_a_tone_where_it_was() -> None:
     mono = resample_for_model(tone, 16000, 16000)
     assert mono.dtype == np.float32 and np.array_equal(mono, tone)
     assert resample_for_model(stereo.astype(np.float64), 48000, 16000).shape == (16000 // 3 + 1,)
+
+
+# --- the Hugging Face cache ---------------------------------------------------------------------------------------
+
+
+def put_in_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
+    """Lays `folder`'s files out as huggingface_hub caches a download of `repo_id` (refs/main -> a snapshot)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+
+
+def test_hub_names_load_from_the_cache_when_the_hub_is_unreachable(
+    unreachable_hub: None, tiny_openclip_dir: str, tiny_clap_dir: str
+) -> None:
+    cache = Path(hub_constants.HF_HUB_CACHE)
+    put_in_hub_cache(cache, "avcurate/tiny-openclip", Path(tiny_openclip_dir.removeprefix("local-dir:")))
+    put_in_hub_cache(cache, "avcurate/tiny-clap", Path(tiny_clap_dir))
+    start = time.monotonic()
+    visual = OpenClipImageModel.load(VisualModelConfig(name="hf-hub:avcurate/tiny-openclip"), CPU, "amp")
+    audio = ClapAudioModel.load(AudioModelConfig(name="avcurate/tiny-clap"), CPU, "amp")
+    assert time.monotonic() - start < 10
+    local = OpenClipImageModel.load(VisualModelConfig(name=tiny_openclip_dir), CPU, "amp")
+    frames = np.stack([local.prep(image) for image in photos()])
+    np.testing.assert_array_equal(visual.embed_images(frames), local.embed_images(frames))
+    assert visual.prep == local.prep and visual.card.name == "hf-hub:avcurate/tiny-openclip"
+    clap_from_folder = ClapAudioModel.load(AudioModelConfig(name=tiny_clap_dir), CPU, "amp")
+    np.testing.assert_array_equal(audio.embed_audio(noises()), clap_from_folder.embed_audio(noises()))
+    assert hub_constants.HF_HUB_OFFLINE is False
 
 
 # --- unavailable models ------------------------------------------------------------------------------------------
