@@ -15,6 +15,11 @@ import torch.nn.functional as F
 T = TypeVar("T")
 
 HUB_PROBE_TIMEOUT_S = 3.0
+# The end of a ModelUnavailable message for a model named on the hub
+HUB_HINT = (
+    "or set HF_HOME to a Hugging Face cache that holds it (downloaded elsewhere, e.g. with `hf download`), "
+    "and HF_TOKEN for a gated repo"
+)
 
 
 class ModelUnavailable(RuntimeError):
@@ -109,10 +114,3 @@ def offline_unless_hub_reachable() -> Iterator[bool]:
         yield True
     finally:
         constants.HF_HUB_OFFLINE = False
-
-
-def hub_hint() -> str:
-    return (
-        "or set HF_HOME to a Hugging Face cache that holds it (downloaded elsewhere, e.g. with "
-        "`hf download`), and HF_TOKEN for a gated repo"
-    )

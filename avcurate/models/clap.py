@@ -18,11 +18,11 @@ import torchaudio.functional
 from avcurate.config import AudioModelConfig
 from avcurate.model import AUDIO
 from avcurate.models.base import (
+    HUB_HINT,
     ModelCard,
     ModelUnavailable,
     autocast,
     embed_in_chunks,
-    hub_hint,
     offline_unless_hub_reachable,
     resolve_device,
     unit_rows,
@@ -128,4 +128,4 @@ def _unavailable_message(name: str, is_folder: bool, err: BaseException, offline
     )
     if is_folder:
         return head + f"Pass {folder}"
-    return head + f"Pass a hub name (laion/clap-htsat-unfused) or {folder}, {hub_hint()}"
+    return head + f"Pass a hub name (laion/clap-htsat-unfused) or {folder}, {HUB_HINT}"

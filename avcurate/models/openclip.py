@@ -25,11 +25,11 @@ from PIL import Image
 from avcurate.config import VisualModelConfig
 from avcurate.model import VISUAL
 from avcurate.models.base import (
+    HUB_HINT,
     ModelCard,
     ModelUnavailable,
     autocast,
     embed_in_chunks,
-    hub_hint,
     offline_unless_hub_reachable,
     resolve_device,
     unit_rows,
@@ -238,8 +238,8 @@ def _unavailable_message(cfg: VisualModelConfig, err: BaseException, offline: bo
         )
     local_dir = "models.visual.name: local-dir:/path/to/folder with open_clip_config.json and the weights"
     if name.startswith(HF_HUB_PREFIX):
-        return head + f"Pass {local_dir} (the repo's files, downloaded elsewhere), {hub_hint()}"
+        return head + f"Pass {local_dir} (the repo's files, downloaded elsewhere), {HUB_HINT}"
     return head + (
         f"Pass models.visual.pretrained: /path/to/open_clip_pytorch_model.bin (a checkpoint for {name}), "
-        f"or {local_dir}, {hub_hint()}"
+        f"or {local_dir}, {HUB_HINT}"
     )
