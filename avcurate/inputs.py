@@ -65,39 +65,9 @@ class FrameSampler:
 def clip_audio(audio: np.ndarray, from_rate: int, spec: InputSpec) -> np.ndarray:
     """The clip's middle `audio_max_s` seconds, mono, at the model's rate. The middle, not a random window
     (CLAP's own feature extractor truncates at random): the same clip must give the same embedding."""
+    from .models.clap import resample_for_model  # torch and torchaudio: only in a decoder that needs them
+
     assert spec.audio_rate is not None
     keep = int(round(spec.audio_max_s * from_rate))
     start = max(0, (audio.shape[-1] - keep) // 2)
-    return resample_mono(audio[..., start : start + keep], from_rate, spec.audio_rate)
-
-
-def resample_mono(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """float32 [channels, samples] (or [samples]) -> float32 mono [samples] at `to_rate`, with torchaudio's
-    band-limited sinc resampler (its default window), the resampler the audio models' own recipes use."""
-    import torch  # the decoder process imports torch only when an audio model is configured
-    import torchaudio.functional
-
-    mono = audio.mean(axis=0) if audio.ndim == 2 else audio
-    if from_rate == to_rate:
-        return np.ascontiguousarray(mono, dtype=np.float32)
-    out = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)), from_rate, to_rate)
-    return out.numpy()
-
-
-_PARTS = ("frames", "frame_times_s", "audio")
-
-
-def save_inputs(folder: str, key: str, inputs: ModelInputs) -> None:
-    os.makedirs(folder, exist_ok=True)
-    for part in _PARTS:
-        value = getattr(inputs, part)
-        if value is not None:
-            np.save(os.path.join(folder, f"{key}.{part}.npy"), value, allow_pickle=False)
-
-
-def load_inputs(folder: str, key: str) -> ModelInputs:
-    parts = {}
-    for part in _PARTS:
-        path = os.path.join(folder, f"{key}.{part}.npy")
-        parts[part] = np.load(path, allow_pickle=False) if os.path.exists(path) else None
-    return ModelInputs(**parts)
+    return resample_for_model(audio[..., start : start + keep], from_rate, spec.audio_rate)
