@@ -101,11 +101,16 @@ def test_beam_finds_every_planted_copy_in_any_input_order(planted):
     clips = list(zip(keys, embeddings))
     orders = [np.random.default_rng(seed).permutation(len(clips)) for seed in (2, 3)]
     expected = find_duplicates(keys, embeddings, CFG)
+    # One probe in many buckets misses pairs: equal answers there mean the same centroids and buckets.
+    one_probe = dataclasses.replace(CFG, clusters=64, probes=1)
     with beam.Pipeline(runner=FnApiRunner()) as p:
         for n, order in enumerate(orders):
-            found = p | f"Clips{n}" >> beam.Create([clips[i] for i in order]) | f"Dedup{n}" >> NearDuplicates(CFG)
+            shuffled = p | f"Clips{n}" >> beam.Create([clips[i] for i in order])
             # Exact equality, similarities included: the same whatever the order and batching.
+            found = shuffled | f"Dedup{n}" >> NearDuplicates(CFG)
             assert_that(found, equal_to(list(expected.items())), label=f"Check{n}")
+        found = shuffled | "OneProbe" >> NearDuplicates(one_probe)
+        assert_that(found, equal_to(list(find_duplicates(keys, embeddings, one_probe).items())), label="CheckOneProbe")
 
     naive = naive_duplicates(keys, embeddings, CFG.threshold)
     assert_same(expected, naive)  # recall 1.0 and no false positive on this set, with probes=2
@@ -166,14 +171,17 @@ def test_centroids_are_deterministic_and_reseed_empty_clusters():
     assert np.allclose(np.sort(centroids @ distinct.T, axis=0)[-1], 1, atol=1e-6)
 
 
-def test_nearest_centroids_same_alone_or_in_a_batch():
+def test_nearest_centroids_exact_whatever_the_batch():
     rng = np.random.default_rng(5)
     points = unit(rng.standard_normal((300, DIM))).astype(np.float32)
     centroids = unit(rng.standard_normal((12, DIM))).astype(np.float32)
-    centroids[7] = centroids[3]  # an exact tie goes to the lower index
-    batch = nearest_centroids(points, centroids, 2)
-    assert np.array_equal(batch, np.concatenate([nearest_centroids(p[np.newaxis], centroids, 2) for p in points]))
-    nearest = nearest_centroids(points, centroids, 1)
-    assert 7 not in nearest and 3 in nearest
+    centroids[9] = centroids[5]  # an exact tie goes to the lower index
+    # Closer than float32 scores can tell apart (about 3e-8): only the exact rescoring ranks these two right.
+    centroids[7] = centroids[3] + 3e-7 * unit(rng.standard_normal(DIM)).astype(np.float32)
     exact = np.argsort(-(points.astype(np.float64) @ centroids.T.astype(np.float64)), axis=1, kind="stable")
-    assert np.array_equal(batch, np.sort(exact[:, :2], axis=1))
+    for probes in (1, 2):
+        batch = nearest_centroids(points, centroids, probes)
+        assert np.array_equal(batch, np.sort(exact[:, :probes], axis=1))
+        assert np.array_equal(batch, np.concatenate([nearest_centroids(p[np.newaxis], centroids, probes) for p in points]))
+    nearest = nearest_centroids(points, centroids, 1)
+    assert 9 not in nearest and 5 in nearest and 3 in nearest and 7 in nearest
