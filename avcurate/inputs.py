@@ -71,3 +71,22 @@ def clip_audio(audio: np.ndarray, from_rate: int, spec: InputSpec) -> np.ndarray
     keep = int(round(spec.audio_max_s * from_rate))
     start = max(0, (audio.shape[-1] - keep) // 2)
     return resample_for_model(audio[..., start : start + keep], from_rate, spec.audio_rate)
+
+
+_PARTS = ("frames", "frame_times_s", "audio")
+
+
+def save_inputs(folder: str, key: str, inputs: ModelInputs) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for part in _PARTS:
+        value = getattr(inputs, part)
+        if value is not None:
+            np.save(os.path.join(folder, f"{key}.{part}.npy"), value, allow_pickle=False)
+
+
+def load_inputs(folder: str, key: str) -> ModelInputs:
+    parts = {}
+    for part in _PARTS:
+        path = os.path.join(folder, f"{key}.{part}.npy")
+        parts[part] = np.load(path, allow_pickle=False) if os.path.exists(path) else None
+    return ModelInputs(**parts)
