@@ -152,3 +152,12 @@ def test_a_rule_without_its_model_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="av_correspondence needs both"):
         Config.from_dict({"models": {"visual": {"name": "x"}}, "filters": [{"score": "av_correspondence", "min": 0.1}]})
     assert FilterRule("x", min=1).reason_name == "x"
+
+
+def test_the_example_learned_config_loads_with_every_rule() -> None:
+    from pathlib import Path
+
+    cfg = Config.load(Path(__file__).parent.parent / "pipelines" / "configs" / "learned.yaml")
+    assert cfg.models.visual.name == "ViT-B-32" and cfg.models.audio.name == "laion/clap-htsat-unfused"
+    assert {r.name for r in cfg.zero_shot} == {"slides", "screen_recording", "music_only", "noise", "silent"}
+    assert cfg.dedup.embedding == "visual" and cfg.learned_scores >= {"slides", "av_correspondence"}

@@ -33,7 +33,10 @@ class _ClipModelHandler(ModelHandler[Clip, Clip, Any]):
         self.models = models
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
-        return {"min_batch_size": 1, "max_batch_size": self.models.max_batch_clips}
+        # Full batches only (a bundle's last one excepted): forward passes are padded to a fixed size, so
+        # Beam's adaptive batching, which starts at one clip, would pad almost every pass.
+        size = self.models.max_batch_clips
+        return {"min_batch_size": size, "max_batch_size": size}
 
     def get_num_bytes(self, batch: Sequence[Clip]) -> int:
         return sum(clip.inputs.nbytes for clip in batch if clip.inputs is not None)
