@@ -1,5 +1,5 @@
-"""Near-duplicate search at scale on synthetic embeddings: the Beam `NearDuplicates` transform (FnApiRunner, two
-worker threads) for each number of probes, and `find_duplicates` on one machine, against the exact all-pairs
+"""Near-duplicate search at scale on synthetic embeddings: the Beam `NearDuplicates` transform (FnApiRunner, one
+worker; BENCH_DEDUP_WORKERS=2 for two worker threads) for each number of probes, and `find_duplicates` on one machine, against the exact all-pairs
 answer (`exact_duplicates`) on the same set. Each method runs in a fresh process: wall time, CPU time, peak RSS.
 
 The set: `--n` unit embeddings of `--dim` dimensions with planted near-copies (2 % of the originals get 1-3 copies at
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -34,6 +35,7 @@ from avcurate.dedup import train_centroids
 CLIPS_PER_SOURCE = 20
 PLANTED_FRACTION = 0.02
 UNIFORM_FRACTION = 0.1  # of a clustered background
+WORKERS = int(os.environ.get("BENCH_DEDUP_WORKERS", "1"))  # FnApiRunner workers (see docs/benchmarks.md)
 
 
 def synthetic_set(n: int, dim: int, background: str, threshold: float, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -112,7 +114,8 @@ def _run_beam(data: Path, n: int, cfg: DedupConfig) -> list[tuple[str, str, floa
             yield keys[i], np.array(embeddings[i])
 
     chunks = [(start, min(start + 5000, n)) for start in range(0, n, 5000)]
-    options = PipelineOptions([], direct_num_workers=2, direct_running_mode="multi_threading")  # not our argv
+    mode = "multi_threading" if WORKERS > 1 else "in_memory"
+    options = PipelineOptions([], direct_num_workers=WORKERS, direct_running_mode=mode)  # [] : not our argv
     out = data / f"beam-{cfg.probes}"
     with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
         _ = (
@@ -169,7 +172,7 @@ def bench_background(background: str, args: argparse.Namespace, folder: Path) ->
         print(f"[{background}] {name} ...", file=sys.stderr, flush=True)
         command = [sys.executable, __file__, "--method", method, "--data", str(data), "--probes", str(probes),
                    "--threshold", str(args.threshold)]  # fmt: skip
-        results[name] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        results[name] = json.loads(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout)
     exact = results["exact"].pop("duplicates")
     summary: dict[str, Any] = {"exact_duplicates": len(exact), "methods": {"exact": results.pop("exact")}}
     for name, result in results.items():
