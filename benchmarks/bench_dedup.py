@@ -95,7 +95,7 @@ def run_method(method: str, data: Path, cfg: DedupConfig) -> dict[str, Any]:
     return {
         "wall_s": time.monotonic() - started,
         "cpu_s": _cpu_s() - cpu_started,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
         "duplicates": duplicates,
     }
 
@@ -130,6 +130,12 @@ def _run_beam(data: Path, n: int, cfg: DedupConfig) -> list[tuple[str, str, floa
     return [tuple(json.loads(line)) for line in lines]
 
 
+def _peak_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec.
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
     return usage.ru_utime + usage.ru_stime
@@ -143,7 +149,10 @@ def bucket_sizes(keys: list[str], embeddings: np.ndarray, cfg: DedupConfig) -> d
     sample = sorted(range(len(keys)), key=lambda i: sample_rank(keys[i]))[: cfg.sample_size]
     centroids = train_centroids(embeddings[sample], cluster_count(len(keys), cfg), cfg.iterations, cfg.seed)
     sizes = np.bincount(nearest_centroids(embeddings, centroids, cfg.probes).ravel(), minlength=len(centroids))
-    return {"clusters": len(centroids), "largest_bucket": int(sizes.max()), "median_bucket": int(np.median(sizes))}
+    return {
+        "clusters": len(centroids), "largest_bucket": int(sizes.max()), "median_bucket": int(np.median(sizes)),
+        "pairs_vs_all_pairs": float((sizes.astype(float) ** 2).sum() / len(keys) ** 2),  # what the buckets cost
+    }  # fmt: skip
 
 
 def score(found: list, exact: list) -> dict[str, float]:
@@ -193,11 +202,11 @@ def bench_background(background: str, args: argparse.Namespace, folder: Path) ->
 def print_table(background: str, summary: dict[str, Any]) -> None:
     print(f"\n{background} background: {summary['exact_duplicates']} exact duplicates")
     print(f"{'method':<26}{'recall':>8}{'rejected':>9}{'prec.':>7}{'wall s':>9}{'cpu s':>8}{'wall x':>8}"
-          f"{'cpu x':>7}{'RSS MB':>8}{'k':>6}{'max bucket':>11}")  # fmt: skip
+          f"{'cpu x':>7}{'RSS MB':>8}{'k':>6}{'max bucket':>11}{'pairs':>7}")  # fmt: skip
     for name, r in summary["methods"].items():
         quality = f"{r['recall']:>8.4f}{r['recall_rejected']:>9.4f}{r['precision']:>7.3f}" if "recall" in r else " " * 24
         ratios = f"{r['wall_s_vs_exact']:>8.3f}{r['cpu_s_vs_exact']:>7.3f}" if "recall" in r else " " * 15
-        buckets = f"{r['clusters']:>6}{r['largest_bucket']:>11}" if "recall" in r else ""
+        buckets = f"{r['clusters']:>6}{r['largest_bucket']:>11}{r['pairs_vs_all_pairs']:>7.3f}" if "recall" in r else ""
         same = {True: "  = find_duplicates", False: "  DIFFERS from find_duplicates"}.get(r.get("same_as_find_duplicates"), "")
         print(f"{name:<26}{quality}{r['wall_s']:>9.1f}{r['cpu_s']:>8.1f}{ratios}{r['peak_rss_mb']:>8.0f}{buckets}{same}")
 
