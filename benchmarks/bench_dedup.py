@@ -1,6 +1,7 @@
-"""Near-duplicate search at scale on synthetic embeddings: the Beam `NearDuplicates` transform (FnApiRunner, two
-worker threads) for each number of probes, and `find_duplicates` on one machine, against the exact all-pairs
-answer (`exact_duplicates`) on the same set. Each method runs in a fresh process: wall time, CPU time, peak RSS.
+"""Near-duplicate search at scale on synthetic embeddings: the Beam `NearDuplicates` transform (FnApiRunner, one
+worker; BENCH_DEDUP_WORKERS=2 for two worker threads) and `find_duplicates` on one machine, for each number of
+probes, against the exact all-pairs answer (`exact_duplicates`) on the same set. Each method runs in a fresh
+process: wall time, CPU time, peak RSS; the Beam answer is checked to equal find_duplicates's.
 
 The set: `--n` unit embeddings of `--dim` dimensions with planted near-copies (2 % of the originals get 1-3 copies at
 a cosine drawn uniformly in [threshold + 0.005, 0.999], half in the original's source, half in another), on a
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -28,12 +30,20 @@ from typing import Any
 import numpy as np
 
 from avcurate.config import DedupConfig
-from avcurate.dedup import cluster_count, exact_duplicates, find_duplicates, nearest_centroids, sample_rank
-from avcurate.dedup import train_centroids
+from avcurate.dedup import (
+    cluster_count,
+    exact_duplicates,
+    find_duplicates,
+    nearest_centroids,
+    sample_rank,
+    train_centroids,
+)
 
 CLIPS_PER_SOURCE = 20
 PLANTED_FRACTION = 0.02
 UNIFORM_FRACTION = 0.1  # of a clustered background
+METHODS = ("beam", "find_duplicates")  # each run for every number of probes, against "exact"
+WORKERS = int(os.environ.get("BENCH_DEDUP_WORKERS", "1"))  # FnApiRunner workers (see docs/benchmarks.md)
 
 
 def synthetic_set(n: int, dim: int, background: str, threshold: float, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -93,7 +103,7 @@ def run_method(method: str, data: Path, cfg: DedupConfig) -> dict[str, Any]:
     return {
         "wall_s": time.monotonic() - started,
         "cpu_s": _cpu_s() - cpu_started,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
         "duplicates": duplicates,
     }
 
@@ -112,7 +122,8 @@ def _run_beam(data: Path, n: int, cfg: DedupConfig) -> list[tuple[str, str, floa
             yield keys[i], np.array(embeddings[i])
 
     chunks = [(start, min(start + 5000, n)) for start in range(0, n, 5000)]
-    options = PipelineOptions([], direct_num_workers=2, direct_running_mode="multi_threading")  # not our argv
+    mode = "multi_threading" if WORKERS > 1 else "in_memory"
+    options = PipelineOptions([], direct_num_workers=WORKERS, direct_running_mode=mode)  # [] : not our argv
     out = data / f"beam-{cfg.probes}"
     with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
         _ = (
@@ -125,6 +136,12 @@ def _run_beam(data: Path, n: int, cfg: DedupConfig) -> list[tuple[str, str, floa
         )
     lines = Path(f"{out}-00000-of-00001").read_text().splitlines()
     return [tuple(json.loads(line)) for line in lines]
+
+
+def _peak_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec.
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
 def _cpu_s() -> float:
@@ -140,7 +157,10 @@ def bucket_sizes(keys: list[str], embeddings: np.ndarray, cfg: DedupConfig) -> d
     sample = sorted(range(len(keys)), key=lambda i: sample_rank(keys[i]))[: cfg.sample_size]
     centroids = train_centroids(embeddings[sample], cluster_count(len(keys), cfg), cfg.iterations, cfg.seed)
     sizes = np.bincount(nearest_centroids(embeddings, centroids, cfg.probes).ravel(), minlength=len(centroids))
-    return {"clusters": len(centroids), "largest_bucket": int(sizes.max()), "median_bucket": int(np.median(sizes))}
+    return {
+        "clusters": len(centroids), "largest_bucket": int(sizes.max()), "median_bucket": int(np.median(sizes)),
+        "pairs_vs_all_pairs": float((sizes.astype(float) ** 2).sum() / len(keys) ** 2),  # what the buckets cost
+    }  # fmt: skip
 
 
 def score(found: list, exact: list) -> dict[str, float]:
@@ -162,14 +182,14 @@ def bench_background(background: str, args: argparse.Namespace, folder: Path) ->
     data.mkdir()
     (data / "keys.json").write_text(json.dumps(keys))
     np.save(data / "embeddings.npy", embeddings)
-    runs = [("exact", 2)] + [(method, probes) for probes in args.probes for method in ("beam", "find_duplicates")]
+    runs = [("exact", 2)] + [(method, probes) for probes in args.probes for method in METHODS]
     results: dict[str, Any] = {}
     for method, probes in runs:
         name = method if method == "exact" else f"{method} probes={probes}"
         print(f"[{background}] {name} ...", file=sys.stderr, flush=True)
         command = [sys.executable, __file__, "--method", method, "--data", str(data), "--probes", str(probes),
                    "--threshold", str(args.threshold)]  # fmt: skip
-        results[name] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        results[name] = json.loads(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout)
     exact = results["exact"].pop("duplicates")
     summary: dict[str, Any] = {"exact_duplicates": len(exact), "methods": {"exact": results.pop("exact")}}
     for name, result in results.items():
@@ -182,7 +202,7 @@ def bench_background(background: str, args: argparse.Namespace, folder: Path) ->
             result[f"{measure}_vs_exact"] = result[measure] / summary["methods"]["exact"][measure]
         summary["methods"][name] = result
     for probes in args.probes:  # the Beam transform must give exactly find_duplicates's answer
-        beam_run, one_machine = (summary["methods"][f"{method} probes={probes}"] for method in ("beam", "find_duplicates"))
+        beam_run, one_machine = (summary["methods"][f"{method} probes={probes}"] for method in METHODS)
         beam_run["same_as_find_duplicates"] = beam_run.pop("answer") == one_machine.pop("answer")
     return summary
 
@@ -190,13 +210,19 @@ def bench_background(background: str, args: argparse.Namespace, folder: Path) ->
 def print_table(background: str, summary: dict[str, Any]) -> None:
     print(f"\n{background} background: {summary['exact_duplicates']} exact duplicates")
     print(f"{'method':<26}{'recall':>8}{'rejected':>9}{'prec.':>7}{'wall s':>9}{'cpu s':>8}{'wall x':>8}"
-          f"{'cpu x':>7}{'RSS MB':>8}{'k':>6}{'max bucket':>11}")  # fmt: skip
+          f"{'cpu x':>7}{'RSS MB':>8}{'k':>6}{'max bucket':>11}{'pairs':>7}")  # fmt: skip
     for name, r in summary["methods"].items():
-        quality = f"{r['recall']:>8.4f}{r['recall_rejected']:>9.4f}{r['precision']:>7.3f}" if "recall" in r else " " * 24
-        ratios = f"{r['wall_s_vs_exact']:>8.3f}{r['cpu_s_vs_exact']:>7.3f}" if "recall" in r else " " * 15
-        buckets = f"{r['clusters']:>6}{r['largest_bucket']:>11}" if "recall" in r else ""
-        same = {True: "  = find_duplicates", False: "  DIFFERS from find_duplicates"}.get(r.get("same_as_find_duplicates"), "")
-        print(f"{name:<26}{quality}{r['wall_s']:>9.1f}{r['cpu_s']:>8.1f}{ratios}{r['peak_rss_mb']:>8.0f}{buckets}{same}")
+        timing = f"{r['wall_s']:>9.1f}{r['cpu_s']:>8.1f}"
+        if "recall" not in r:  # the exact reference
+            print(f"{name:<26}{'':>24}{timing}{'':>15}{r['peak_rss_mb']:>8.0f}")
+            continue
+        quality = f"{r['recall']:>8.4f}{r['recall_rejected']:>9.4f}{r['precision']:>7.3f}"
+        ratios = f"{r['wall_s_vs_exact']:>8.3f}{r['cpu_s_vs_exact']:>7.3f}"
+        buckets = f"{r['clusters']:>6}{r['largest_bucket']:>11}{r['pairs_vs_all_pairs']:>7.3f}"
+        same = {True: "  = find_duplicates", False: "  DIFFERS from find_duplicates", None: ""}[
+            r.get("same_as_find_duplicates")
+        ]
+        print(f"{name:<26}{quality}{timing}{ratios}{r['peak_rss_mb']:>8.0f}{buckets}{same}")
 
 
 def main() -> None:

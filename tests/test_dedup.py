@@ -182,6 +182,7 @@ def test_nearest_centroids_exact_whatever_the_batch():
     for probes in (1, 2):
         batch = nearest_centroids(points, centroids, probes)
         assert np.array_equal(batch, np.sort(exact[:, :probes], axis=1))
-        assert np.array_equal(batch, np.concatenate([nearest_centroids(p[np.newaxis], centroids, probes) for p in points]))
+        one_by_one = [nearest_centroids(point[np.newaxis], centroids, probes) for point in points]
+        assert np.array_equal(batch, np.concatenate(one_by_one))
     nearest = nearest_centroids(points, centroids, 1)
     assert 9 not in nearest and 5 in nearest and 3 in nearest and 7 in nearest
