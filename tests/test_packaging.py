@@ -50,7 +50,7 @@ def test_an_installed_wheel_validates_outputs_against_its_own_schemas(wheel: Pat
         "print(schemas.SCHEMAS_DIR)\n"
         "schemas.validate_index(index_table([]))\n"
         "schemas.validate_ledger(ledger_table([]))\n"
-        "schemas._sample_validator()\n"
+        "schemas._sample_validator(schemas.SAMPLE_METADATA_VERSION)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe, str(site)], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
