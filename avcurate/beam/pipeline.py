@@ -27,16 +27,21 @@ def pipeline_options(runner: str, workers: int, beam_args: Sequence[str]) -> Pip
     options = PipelineOptions(list(beam_args))
     if runner == LOCAL:
         direct = options.view_as(DirectOptions)
-        direct.direct_num_workers = workers
-        # Worker threads suffice: each drives its own sandboxed decoder process, and waiting on it releases
-        # the GIL, so decoding runs on every core without paying for a Beam worker process per core.
-        direct.direct_running_mode = "multi_threading" if workers > 1 else "in_memory"
+        # One Beam worker, in this process; the `workers` sources at a time run in the Curate step's own threads
+        # (`CurateSources(parallel=...)`), each waiting on its own sandboxed decoder process. Beam's multi-process
+        # mode costs a Beam worker process per core (about 5 s of CPU each to start); its multi-threading mode
+        # corrupts data once a stage's output reaches some ten thousand elements (docs/architecture.md, Runners).
+        direct.direct_num_workers = 1
+        direct.direct_running_mode = "in_memory"
     else:
         options.view_as(StandardOptions).runner = runner
     return options
 
 
-def build(p: beam.Pipeline, inputs: Sequence[str], output_dir: str, cfg: Config, plan: LearnedPlan | None = None) -> Any:
+def build(
+    p: beam.Pipeline, inputs: Sequence[str], output_dir: str, cfg: Config, plan: LearnedPlan | None = None,
+    parallel_sources: int = 1,
+) -> Any:
     """The job graph. It carries the user's input strings only (see `ingest.check_inputs`); workers list them,
     so the graph stays the same size whether a manifest names ten videos or ten million.
 
@@ -48,7 +53,7 @@ def build(p: beam.Pipeline, inputs: Sequence[str], output_dir: str, cfg: Config,
         p
         | "Inputs" >> beam.Create(list(enumerate(inputs)))
         | "List" >> ListInputs()
-        | "Curate" >> CurateSources(cfg, staging, plan)
+        | "Curate" >> CurateSources(cfg, staging, plan, parallel_sources)
     )
     return results | "Write" >> WriteOutputs(cfg, output_dir, staging)
 
@@ -68,7 +73,7 @@ def run(
     started = time.monotonic()
     # Beam's FnApiRunner, chosen explicitly: the DirectRunner would first try to download the Prism runner.
     pipeline = beam.Pipeline(runner=FnApiRunner() if runner == LOCAL else None, options=options)
-    build(pipeline, inputs, output_dir, cfg, plan)
+    build(pipeline, inputs, output_dir, cfg, plan, parallel_sources=workers if runner == LOCAL else 1)
     result = pipeline.run()
     result.wait_until_finish()
     counters = {}

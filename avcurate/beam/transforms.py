@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import queue
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.options.pipeline_options import (
     AzureOptions,
     GoogleCloudOptions,
@@ -35,7 +39,11 @@ _ROWS_PER_BATCH = 2000
 
 
 class _CurateSourceFn(beam.DoFn):
-    """Decode, cut, score, filter and stage one source. One sandboxed decoder process per worker.
+    """Decode, cut, score, filter and stage sources, each in a sandboxed decoder process.
+
+    `parallel` sources at a time (the local runner's workers; 1 on other runners, which bring their own
+    parallelism), each on a sandbox of its own: the threads only wait on their decoder processes. Results go out
+    in input order from the DoFn's own thread, where Beam's metrics live.
 
     With learned models, each kept clip also goes out on its own (output `CLIPS`) with its model inputs, read
     one at a time from the folder the decoder left them in: a long source's inputs are never all in memory.
@@ -43,8 +51,10 @@ class _CurateSourceFn(beam.DoFn):
 
     CLIPS = "clips"
 
-    def __init__(self, cfg: Config, staging_dir: str, options: dict[str, Any], plan: LearnedPlan | None) -> None:
-        self.cfg, self.staging_dir, self.options, self.plan = cfg, staging_dir, options, plan
+    def __init__(
+        self, cfg: Config, staging_dir: str, options: dict[str, Any], plan: LearnedPlan | None, parallel: int = 1
+    ) -> None:
+        self.cfg, self.staging_dir, self.options, self.plan, self.parallel = cfg, staging_dir, options, plan, parallel
         self.inputs = Metrics.counter(NAMESPACE, "inputs")
         self.failed = Metrics.counter(NAMESPACE, "inputs_failed")
         self.kept = Metrics.counter(NAMESPACE, "clips_kept")
@@ -52,16 +62,50 @@ class _CurateSourceFn(beam.DoFn):
         self.media_seconds = Metrics.counter(NAMESPACE, "media_ms")
 
     def setup(self) -> None:
-        self.sandbox = Sandbox(self.cfg.decode.memory_limit_mb, filesystem_options=self.options)
+        self.sandboxes: queue.SimpleQueue[Sandbox] = queue.SimpleQueue()
+        self.all_sandboxes = [Sandbox(self.cfg.decode.memory_limit_mb, filesystem_options=self.options)
+                              for _ in range(self.parallel)]  # fmt: skip
+        for sandbox in self.all_sandboxes:
+            self.sandboxes.put(sandbox)
+        self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="avcurate-source")
+
+    def start_bundle(self) -> None:
+        self.pending: deque[Future[tuple[SourceResult, str | None]]] = deque()
 
     def process(self, source: Source) -> Iterator[Any]:
-        if self.plan is None:
-            yield self._curate(source, None)
-            return
-        inputs_dir = tempfile.mkdtemp(prefix="avcurate-inputs-")
+        self.pending.append(self.pool.submit(self._curate, source))
+        # At most two sources waiting per sandbox; finished ones leave in order as soon as they can.
+        while self.pending and (len(self.pending) > 2 * self.parallel or self.pending[0].done()):
+            yield from self._outputs(*self.pending.popleft().result())
+
+    def finish_bundle(self) -> Iterator[Any]:
+        while self.pending:
+            for output in self._outputs(*self.pending.popleft().result()):
+                if isinstance(output, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+                else:
+                    yield GlobalWindows.windowed_value(output)
+
+    def _curate(self, source: Source) -> tuple[SourceResult, str | None]:
+        """In a pool thread: one source on a free sandbox."""
+        sandbox = self.sandboxes.get()
+        inputs_dir = tempfile.mkdtemp(prefix="avcurate-inputs-") if self.plan is not None else None
         try:
-            result = self._curate(source, inputs_dir)
-            yield result
+            spec = self.plan.spec if self.plan is not None else None
+            return curate_source(source, self.cfg, self.staging_dir, sandbox, spec, inputs_dir), inputs_dir
+        except BaseException:
+            if inputs_dir is not None:
+                shutil.rmtree(inputs_dir, ignore_errors=True)
+            raise
+        finally:
+            self.sandboxes.put(sandbox)
+
+    def _outputs(self, result: SourceResult, inputs_dir: str | None) -> Iterator[Any]:
+        self._count(result)
+        yield result
+        if inputs_dir is None:
+            return
+        try:
             for clip in result.clips:
                 if clip.status == KEPT:
                     with_inputs = dataclasses.replace(clip, inputs=load_inputs(inputs_dir, clip.key))
@@ -69,9 +113,7 @@ class _CurateSourceFn(beam.DoFn):
         finally:
             shutil.rmtree(inputs_dir, ignore_errors=True)
 
-    def _curate(self, source: Source, inputs_dir: str | None) -> SourceResult:
-        spec = self.plan.spec if self.plan is not None else None
-        result = curate_source(source, self.cfg, self.staging_dir, self.sandbox, spec, inputs_dir)
+    def _count(self, result: SourceResult) -> None:
         self.inputs.inc()
         if result.status == FAILED:
             self.failed.inc()
@@ -85,10 +127,11 @@ class _CurateSourceFn(beam.DoFn):
                 self.rejected.inc()
                 for reason in clip.reasons:
                     Metrics.counter(NAMESPACE, f"rejected_{reason_name(reason)}").inc()
-        return result
 
     def teardown(self) -> None:
-        self.sandbox.close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for sandbox in self.all_sandboxes:
+            sandbox.close()
 
 
 def storage_options(options: PipelineOptions) -> dict[str, Any]:
@@ -148,13 +191,14 @@ class CurateSources(beam.PTransform):
     come back to their source's result, so the ledger and index see the final verdicts.
     """
 
-    def __init__(self, cfg: Config, staging_dir: str, plan: LearnedPlan | None = None) -> None:
+    def __init__(self, cfg: Config, staging_dir: str, plan: LearnedPlan | None = None, parallel: int = 1) -> None:
         super().__init__()
-        self.cfg, self.staging_dir, self.plan = cfg, staging_dir, plan
+        self.cfg, self.staging_dir, self.plan, self.parallel = cfg, staging_dir, plan, parallel
 
     def expand(self, sources: Any) -> Any:
         # The reshuffle spreads sources over workers (a Create alone would keep them in one bundle).
-        curate = _CurateSourceFn(self.cfg, self.staging_dir, storage_options(sources.pipeline.options), self.plan)
+        options = storage_options(sources.pipeline.options)
+        curate = _CurateSourceFn(self.cfg, self.staging_dir, options, self.plan, self.parallel)
         spread = sources | "Spread" >> beam.Reshuffle()
         if self.plan is None:
             return spread | "Curate" >> beam.ParDo(curate)
