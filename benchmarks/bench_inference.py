@@ -68,7 +68,10 @@ def run_pipeline(handler: object, clips: list[Clip]) -> float:
     options.view_as(DirectOptions).direct_num_workers = 1  # one GPU: one worker feeding it
     started = time.perf_counter()
     with beam.Pipeline(runner=FnApiRunner(), options=options) as p:
-        _ = p | beam.Create(clips, reshuffle=False) | RunInference(handler) | beam.combiners.Count.Globally()
+        # One bundle, as the clips come out of the Curate step: Create would split them into several bundles,
+        # each ending in a partial batch (padded to full size: see avcurate/beam/inference.py `padded`).
+        clips_in = p | beam.Impulse() | beam.FlatMap(lambda _: clips)
+        _ = clips_in | RunInference(handler) | beam.combiners.Count.Globally()
     return time.perf_counter() - started
 
 
