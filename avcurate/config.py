@@ -197,6 +197,66 @@ class DedupConfig:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class VadConfig:
+    """Silero VAD (avcurate/speakers/vad.py): hysteresis on its per-32 ms speech probability."""
+
+    threshold: float = 0.5  # speech starts where the probability reaches this...
+    neg_threshold: float = 0.35  # ...and ends where it falls below this
+    min_speech_s: float = 0.25  # shorter bursts are dropped
+    min_silence_s: float = 0.1  # shorter pauses do not split a segment
+    pad_s: float = 0.03  # added to each side of a segment
+
+
+DIARIZATION_BACKENDS = ("offline", "pyannote")
+
+
+@dataclass(frozen=True)
+class DiarizationConfig:
+    """Speaker turns over each whole source (avcurate/speakers/diarize.py), mapped onto its clips."""
+
+    backend: str | None = "offline"  # offline (ships its weights) | pyannote | None (voice activity only)
+    # offline: speaker embeddings of windows inside speech, clustered; merging stops when the closest two
+    # clusters are less similar (cosine) than `threshold`.
+    window_s: float = 1.5
+    hop_s: float = 0.75
+    threshold: float = 0.75
+    min_turn_s: float = 0.5  # turns shorter than this go to the speaker around them
+    max_speakers: int | None = None  # clustering never stops above this many speakers
+    # pyannote: a hub pipeline name (HF_TOKEN from the environment) or a local pipeline folder
+    pipeline: str = "pyannote/speaker-diarization-community-1"
+    device: str = "auto"
+
+
+FACE_DETECTORS = ("mtcnn", "haar")
+LIP_SYNC_BACKENDS = ("mouth_motion", "syncnet")
+
+
+@dataclass(frozen=True)
+class FacesConfig:
+    """Faces in each clip, tracked, and which one is speaking (avcurate/speakers/faces.py, lipsync.py)."""
+
+    detector: str | None = "mtcnn"  # mtcnn (facenet-pytorch) | haar (OpenCV) | None: no faces
+    detect_fps: float = 5.0  # detections per second; boxes are interpolated between them
+    min_face_px: int = 20  # smallest face side, in pixels of the decoded frame
+    min_score: float = 0.9  # detector confidence below which a face is ignored
+    min_track_s: float = 0.5  # shorter tracks are dropped (a face must stay this long to be scored)
+    lip_sync: str = "mouth_motion"  # mouth_motion (model-free) | syncnet (learned, `syncnet_weights`)
+    syncnet_weights: str | None = None  # local SyncNet weights file for lip_sync: syncnet
+    max_lip_offset_ms: float = 400.0  # lip offsets searched in [-this, +this]
+    speaking_threshold: float | None = None  # a track speaks when its sync score reaches this; None: backend's
+
+
+@dataclass(frozen=True)
+class SpeakersConfig:
+    """Voice activity, diarization, faces and lip sync (avcurate/speakers/). Off by default: it costs CPU."""
+
+    enabled: bool = False
+    vad: VadConfig = field(default_factory=VadConfig)
+    diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    faces: FacesConfig = field(default_factory=FacesConfig)
+
+
 DEFAULT_FILTERS = (
     FilterRule("source_short_side", min=256.0),  # never pass off a smaller source as full size
     FilterRule("silence_ratio", max=0.8),
@@ -222,6 +282,7 @@ class Config:
     zero_shot: tuple[ZeroShotRule, ...] = ()
     correspondence: CorrespondenceConfig = field(default_factory=CorrespondenceConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
 
     @property
     def learned_scores(self) -> frozenset[str]:
@@ -251,9 +312,10 @@ class Config:
             "correspondence": CorrespondenceConfig,
             "dedup": DedupConfig,
         }
-        unknown = set(data) - set(sections) - {"filters", "models", "zero_shot"}
+        nested = {"filters", "models", "zero_shot", "speakers"}
+        unknown = set(data) - set(sections) - nested
         if unknown:
-            known = sorted([*sections, "filters", "models", "zero_shot"])
+            known = sorted([*sections, *nested])
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: {known}")
         kwargs: dict[str, Any] = {}
         for name, section_cls in sections.items():
@@ -276,6 +338,8 @@ class Config:
                         raise ConfigError(str(e)) from None
         if "models" in data:
             kwargs["models"] = _models(data["models"] or {})
+        if "speakers" in data:
+            kwargs["speakers"] = _speakers(data["speakers"] or {})
         if "zero_shot" in data:
             rules = data["zero_shot"] or []
             if not isinstance(rules, list):
@@ -309,6 +373,27 @@ def _models(values: Any) -> ModelsConfig:
     if models.visual.frames_per_clip < 1 or models.max_batch_clips < 1:
         raise ConfigError("models.visual.frames_per_clip and models.max_batch_clips must be at least 1")
     return models
+
+
+def _speakers(values: Any) -> SpeakersConfig:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config 'speakers' must be a mapping, got {type(values).__name__}")
+    nested = {"vad": VadConfig, "diarization": DiarizationConfig, "faces": FacesConfig}
+    flat = _build(SpeakersConfig, {k: v for k, v in values.items() if k not in nested}, "speakers")
+    parts = {k: _build(cls, values[k] or {}, f"speakers.{k}") for k, cls in nested.items() if k in values}
+    speakers = dataclasses.replace(flat, **parts)
+    backend, faces = speakers.diarization.backend, speakers.faces
+    if backend is not None and backend not in DIARIZATION_BACKENDS:
+        raise ConfigError(f"speakers.diarization.backend must be one of {list(DIARIZATION_BACKENDS)} or null, got {backend!r}")
+    if faces.detector is not None and faces.detector not in FACE_DETECTORS:
+        raise ConfigError(f"speakers.faces.detector must be one of {list(FACE_DETECTORS)} or null, got {faces.detector!r}")
+    if faces.lip_sync not in LIP_SYNC_BACKENDS:
+        raise ConfigError(f"speakers.faces.lip_sync must be one of {list(LIP_SYNC_BACKENDS)}, got {faces.lip_sync!r}")
+    if faces.lip_sync == "syncnet" and not faces.syncnet_weights:
+        raise ConfigError("speakers.faces.lip_sync: syncnet needs speakers.faces.syncnet_weights (a local weights file)")
+    if faces.detect_fps <= 0 or speakers.diarization.window_s <= 0 or speakers.diarization.hop_s <= 0:
+        raise ConfigError("speakers.faces.detect_fps and speakers.diarization.window_s / hop_s must be positive")
+    return speakers
 
 
 def _check_learned(kwargs: dict[str, Any]) -> None:

@@ -1,0 +1,1 @@
+"""Speaker stages: voice activity, diarization, faces, active speaker and lip sync (docs/speakers.md)."""
