@@ -25,6 +25,8 @@ def clip_values(clip: Clip) -> dict[str, Any]:
         values["abs_av_offset_ms"] = abs(residual)
     else:
         values["residual_av_offset_ms"] = values["abs_av_offset_ms"] = None
+    lip = clip.scores.lip_offset_ms
+    values["abs_lip_offset_ms"] = abs(lip - clip.sync_correction_ms) if lip is not None else None
     return values
 
 

@@ -78,6 +78,15 @@ class ClipScores:
     # Learned scores (avcurate/scorers/learned.py), after inference; None when no model made them.
     av_correspondence: float | None = None  # 0..1: the picture's and the sound's zero-shot sources agree
     duplicate_similarity: float | None = None  # cosine similarity to the clip it near-duplicates (duplicate_of)
+    # Speakers (avcurate/speakers/), when speakers.enabled; None otherwise, or where a score does not apply.
+    speech_ratio: float | None = None  # share of the clip Silero VAD hears speech in
+    num_speakers: int | None = None  # diarized speakers with at least 0.3 s of speech in the clip
+    dominant_speaker_share: float | None = None  # of the time anyone speaks, the share the main speaker speaks
+    overlap_ratio: float | None = None  # of the time anyone speaks, the share two or more speak at once
+    num_faces: int | None = None  # most faces seen at once
+    speaker_visible_ratio: float | None = None  # share of the speech whose speaker's face is on screen, speaking
+    lip_offset_ms: float | None = None  # the on-screen speaker's mouth vs the audio; positive: audio lags
+    lip_sync_confidence: float | None = None  # SyncNet-style: best lag's score over the median lag's
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,6 +141,11 @@ class Clip:
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # role (VISUAL, AUDIO, ...) -> float32 array
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> the model card that embedded it
     duplicate_of: str | None = None  # key of the clip this one near-duplicates (that one is kept instead)
+    # Speakers, clip-relative seconds (speakers.enabled; None when not run):
+    speech: list[dict[str, float]] | None = None  # {start_s, end_s} of each speech segment (Silero VAD)
+    turns: list[dict[str, Any]] | None = None  # {start_s, end_s, speaker}: labels shared by a source's clips
+    face_tracks: list[dict[str, Any]] | None = None  # {track, times_s, boxes}: boxes where the detector ran
+    speaker_on_screen: list[dict[str, Any]] | None = None  # {start_s, end_s, speaker, track, score} per turn
     inputs: ModelInputs | None = None  # model inputs, only between decoding and inference (never written)
     staged_path: str | None = None  # encoded MP4 waiting for the shard writer (not part of any output)
     mp4_bytes: int = 0
@@ -147,9 +161,9 @@ class Clip:
         return self.end_s - self.start_s
 
     def metadata(self) -> dict[str, Any]:
-        """The sample's `json` member (schemas/sample-metadata.v4.json)."""
+        """The sample's `json` member (schemas/sample-metadata.v5.json)."""
         return {
-            "schema_version": 4,
+            "schema_version": 5,
             "key": self.key,
             "source_id": self.source_id,
             "source_uri": self.source_uri,
@@ -174,6 +188,10 @@ class Clip:
             "zero_shot": self.zero_shot,
             "models": self.models,
             "duplicate_of": self.duplicate_of,
+            "speech": self.speech,
+            "turns": self.turns,
+            "face_tracks": self.face_tracks,
+            "speaker_on_screen": self.speaker_on_screen,
             # Shapes only: the arrays are the sample's `{key}.{role}.npy` members, so readers know which exist.
             "embeddings": {role: list(array.shape) for role, array in sorted(self.embeddings.items())},
         }

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,10 @@ from .sandbox import Deadline, Sandbox, SourceFailure, heartbeat
 from .scorers import build_scorers
 from .scorers.base import ClipSignals
 from .shots import Cut, build_detector, quarter_yuv
+
+if TYPE_CHECKING:
+    from .speakers.faces import FaceTracker
+    from .speakers.stage import ClipFaces
 
 
 def probe_source(uri: str) -> ProbeInfo:
@@ -51,11 +56,14 @@ class _OpenClip:
     full_luma: list[np.ndarray] = field(default_factory=list)  # a few frames at full size, for sharpness
     audio_missing: int = 0  # samples of silence standing in for audio the source lacks
     sampler: FrameSampler | None = None  # the visual model's frames, when there is one
+    faces: FaceTracker | None = None  # the clip's faces, when speakers.enabled
 
     def add(self, frame: AVFrame, yuv: np.ndarray, sample_every: int) -> None:
         self.writer.write(frame.video)
         if self.sampler is not None:
             self.sampler.add(frame.index - self.first_index, frame.video)
+        if self.faces is not None:
+            self.faces.add(frame.index - self.first_index, frame.video.to_ndarray(format="rgb24"))
         self.luma.append(np.ascontiguousarray(yuv[0]))  # a copy: a view would hold the chroma planes too
         self.audio.append(frame.audio)
         self.audio_missing += frame.audio_missing
@@ -88,6 +96,12 @@ def process_source(
     With a `spec`, each kept clip's model inputs are saved under `inputs_dir` (`avcurate.inputs`)."""
     spec = spec or InputSpec()
     scorers = build_scorers(cfg.scoring)
+    speakers = None
+    if cfg.speakers.enabled:
+        from .speakers.stage import SpeakerStage
+
+        speakers = SpeakerStage(cfg)
+    clip_faces: dict[int, ClipFaces] = {}  # by clip_index, until the source's speech is known
     result = SourceResult(source=source)
     audio_path = os.path.join(scratch_dir, "audio.f32")
     fps = cfg.decode.fps
@@ -121,6 +135,8 @@ def process_source(
                 for name, value in scorer.score(signals).items():
                     setattr(made.scores, name, value)
             made.scores.audio_missing = round(clip.audio_missing / max(1, signals.audio.shape[1]), 4)
+            if speakers is not None and clip.faces is not None:
+                clip_faces[made.clip_index] = speakers.close_clip(clip.faces, signals.audio, n_frames)
             if spec.wanted:
                 made.inputs = clip.model_inputs(spec, signals)
             made.staged_path = clip.writer.path  # the video-only encode, until the final mux
@@ -149,7 +165,8 @@ def process_source(
                 path = os.path.join(scratch_dir, f"video-{frame.index:08d}.mp4")
                 writer = VideoClipWriter(path, fps, decoder.size, cfg.encode, cfg.decode.threads)
                 sampler = FrameSampler(spec.frames_per_clip, spec.frame_prep) if spec.frame_prep else None
-                current = _OpenClip(frame.index, writer, sampler=sampler)
+                tracker = speakers.tracker() if speakers is not None else None
+                current = _OpenClip(frame.index, writer, sampler=sampler, faces=tracker)
             current.add(frame, yuv, sample_every)
 
         with open(audio_path, "wb") as audio_file:
@@ -179,7 +196,15 @@ def process_source(
         notes.append("no clip")
     notes += _stream_notes(decoder, (last_index + 1) / fps)
     result.note = "; ".join(notes) or None
-    _filter_and_stage(result, cfg, staging_dir, audio_path, decoder.sample_boundary, inputs_dir)
+    annotate = None
+    if speakers is not None:
+        segments, turns = speakers.source_speech(audio_path)
+        stage = speakers
+
+        def annotate(clip: Clip) -> None:
+            stage.annotate(clip, clip_faces.get(clip.clip_index), segments, turns)
+
+    _filter_and_stage(result, cfg, staging_dir, audio_path, decoder.sample_boundary, inputs_dir, annotate)
     if decoder.corrupt_packets:
         result.note = "; ".join(filter(None, [result.note, f"{decoder.corrupt_packets} corrupt packet(s) skipped"]))
     return result
@@ -245,9 +270,11 @@ def _make_clip(
 
 def _filter_and_stage(
     result: SourceResult, cfg: Config, staging_dir: str, audio_path: str, sample_boundary: Callable[[int], int],
-    inputs_dir: str | None,
+    inputs_dir: str | None, annotate: Callable[[Clip], None] | None = None,
 ) -> None:
     """Decide the source's sync correction, filter every clip, mux and stage the kept ones.
+
+    `annotate` adds what depends on the correction (the speakers' clip-relative turns) before the rules run.
 
     Rules on learned scores wait for inference; the kept clips' model inputs go to `inputs_dir`.
     `sample_boundary(n)` is the decoder's own: where frame n's audio starts on the scratch timeline.
@@ -257,6 +284,8 @@ def _filter_and_stage(
     rules, _ = split_rules(cfg.filters, cfg.learned_scores)
     for clip in result.clips:
         clip.sync_correction_ms = result.sync_correction_ms
+        if annotate is not None:
+            annotate(clip)
         apply_filters(clip, rules)
         inputs, clip.inputs = clip.inputs, None  # the reply is JSON: inputs travel as files
         if clip.status == KEPT and inputs is not None:

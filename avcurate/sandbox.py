@@ -50,7 +50,10 @@ _CLONE_NEWNET = 0x40000000
 
 # The environment a decoder of local files gets; everything else (storage keys, tokens, ...) is dropped.
 _BASE_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
-             "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS")  # fmt: skip
+             "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "HF_HOME", "HF_HUB_CACHE", "TORCH_HOME")  # fmt: skip
+# Models the decoder loads (speaker stages) come from local files or a cache the launcher filled: never the
+# network (the child has none), never telemetry.
+_CHILD_ENV = {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "false"}
 # Added only for a child that reads or writes remote storage: credentials, proxies, CA bundles.
 _STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCLOUD_", "CLOUDSDK_", "AZURE_", "HADOOP_", "KRB5")
 _STORAGE_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE",
@@ -251,6 +254,7 @@ def child_environment(storage: bool) -> dict[str, str]:
     """What the child may see of this process's environment: locale, paths, GPU selection; storage
     credentials and proxies only for a child that reads or writes remote storage."""
     env = {k: v for k, v in os.environ.items() if k in _BASE_ENV or k.startswith("LC_")}
+    env.update(_CHILD_ENV)
     if storage:
         env.update(
             (k, v) for k, v in os.environ.items() if k in _STORAGE_ENV or k.startswith(_STORAGE_ENV_PREFIXES)

@@ -36,7 +36,7 @@ def _schemas_dir() -> Path:
 
 
 SCHEMAS_DIR = _schemas_dir()
-SAMPLE_METADATA_VERSION = 4  # Clip.metadata()'s schema_version
+SAMPLE_METADATA_VERSION = 5  # Clip.metadata()'s schema_version
 SAMPLE_METADATA_FILE = f"sample-metadata.v{SAMPLE_METADATA_VERSION}.json"
 INDEX_FILE = f"index.v{INDEX_SCHEMA_VERSION}.json"
 DIM = "{dim}"  # in an optional field's type: any positive size, which the data decides

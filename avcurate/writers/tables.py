@@ -23,7 +23,7 @@ from avcurate.model import KEPT, REJECTED, Clip, ClipScores, ProbeInfo, SourceRe
 from avcurate.writers.embeddings import RETRIEVAL_ROLES, vector_dim
 from avcurate.writers.shards import atomic_create
 
-INDEX_SCHEMA_VERSION = 4
+INDEX_SCHEMA_VERSION = 5
 LEDGER_SCHEMA_VERSION = 2
 VERSION_KEY = "avcurate.schema_version"
 
@@ -58,6 +58,27 @@ def _model_fields(cls: type, prefix: str = "") -> list[pa.Field]:
 
 PROBE_FIELDS = [f.name for f in dataclasses.fields(ProbeInfo)]
 
+
+def _list_of(item: pa.DataType) -> pa.DataType:
+    # "element" is the item name Parquet writes, so the schema reads back unchanged.
+    return pa.list_(pa.field("element", item, nullable=False))
+
+
+_SPAN = [pa.field("start_s", pa.float64(), nullable=False), pa.field("end_s", pa.float64(), nullable=False)]
+# Speaker columns (schema v5): null when speakers were not run, so "no speech found" ([]) differs from "not asked".
+SPEAKER_FIELDS = [
+    pa.field("speech", _list_of(pa.struct(_SPAN))),
+    pa.field("turns", _list_of(pa.struct([*_SPAN, pa.field("speaker", pa.string(), nullable=False)]))),
+    pa.field("face_tracks", _list_of(pa.struct([
+        pa.field("track", pa.int64(), nullable=False),
+        pa.field("times_s", _list_of(pa.float64()), nullable=False),
+        pa.field("boxes", _list_of(_list_of(pa.float64())), nullable=False),  # [x0, y0, x1, y1] at each time
+    ]))),  # fmt: skip
+    pa.field("speaker_on_screen", _list_of(pa.struct([
+        *_SPAN, pa.field("speaker", pa.string()), pa.field("track", pa.int64()), pa.field("score", pa.float64()),
+    ]))),  # fmt: skip
+]
+
 INDEX_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -89,6 +110,7 @@ INDEX_SCHEMA = pa.schema(
         pa.field("zero_shot", pa.string(), nullable=False),
         pa.field("duplicate_of", pa.string()),  # key of the kept clip this one near-duplicates
         pa.field("models", pa.string(), nullable=False),  # canonical JSON of the model cards by role, "{}" if none
+        *SPEAKER_FIELDS,
         pa.field("config_hash", pa.string(), nullable=False),
         pa.field("schema_version", pa.int64(), nullable=False),
     ],
@@ -173,6 +195,10 @@ def index_row(clip: Clip) -> dict[str, Any]:
         "zero_shot": canonical_json(clip.zero_shot),
         "duplicate_of": clip.duplicate_of,
         "models": canonical_json(clip.models),
+        "speech": clip.speech,
+        "turns": clip.turns,
+        "face_tracks": clip.face_tracks,
+        "speaker_on_screen": clip.speaker_on_screen,
         "config_hash": clip.config_hash,
         "schema_version": INDEX_SCHEMA_VERSION,
     }

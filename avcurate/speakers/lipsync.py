@@ -1,0 +1,245 @@
+"""Which face is speaking, and its lip-sync offset: a face track's mouth scored against the clip's speech.
+
+A backend (`LipSyncBackend`) turns a track's per-frame crops and the clip's audio into a similarity for every
+frame and audio lag. Everything after that is shared, and follows SyncNet's conventions (Chung & Zisserman,
+"Out of time", 2016): averaged over frames, the similarity is a curve over lags; the offset is its best lag,
+and the confidence how far that best value stands above the curve's median (SyncNet's median - min distance).
+
+- `MouthMotionSync` (default, model-free): how open the mouth is against how loud the sound is. Speech is
+  loud when the mouth is open; a still face, or a face that moves out of step with the sound, does not
+  correlate.
+- `SyncNetLipSync` (avcurate/speakers/syncnet.py): the learned model, with local weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..config import FacesConfig
+from .base import Face, LipSyncBackend
+
+if TYPE_CHECKING:
+    from .stage import TrackSync
+
+_MOUTH_SIZE = (48, 32)  # width, height of the mouth crop the model-free backend keeps (uint8 luma)
+_MOTION_FLOOR = 0.5  # RMS change per pixel (0..255) of the main mode under which a mouth counts as still
+_LEVEL_FLOOR_DB = -60.0  # sound quieter than this counts as silence, so dither does not make level changes
+
+
+def mouth_box(face: Face) -> tuple[float, float, float, float]:
+    """Where the mouth and jaw are: from the mouth corners when the detector gives them, else from the box.
+
+    Wide enough for both lips and tall enough for the jaw to drop into (1.8 x 1.4 mouth widths)."""
+    x0, y0, x1, y1 = face.box
+    if face.landmarks is not None:
+        left, right = face.landmarks[3], face.landmarks[4]
+        cx, cy = (left + right) / 2.0
+        width = max(float(np.hypot(*(right - left))), 0.3 * (x1 - x0))
+    else:  # frontal faces: the mouth sits about three quarters down the box, 40% of its width wide
+        cx, cy, width = (x0 + x1) / 2.0, y0 + 0.76 * (y1 - y0), 0.4 * (x1 - x0)
+    return (cx - 0.9 * width, cy - 0.5 * width, cx + 0.9 * width, cy + 0.9 * width)
+
+
+class MouthMotionSync:
+    """Model-free lip sync: how open the mouth is against how loud the sound is (module docstring).
+
+    How open: the mouth crops' first principal component over the track, the one mode of appearance change a
+    talking mouth is dominated by (opening and closing). How loud: the sound's level in dB over one frame
+    period.
+    """
+
+    name = "mouth_motion"
+    # Calibrated on generated talking faces (docs/speakers.md): a speaking mouth at its own lag scores 0.3-0.6
+    # above the median lag; a still face has no component above the noise and scores nothing.
+    default_speaking_threshold = 0.2
+
+    def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        import cv2
+
+        height, width = rgb.shape[:2]
+        x0, y0, x1, y1 = mouth_box(face)
+        left, top = max(int(math.floor(x0)), 0), max(int(math.floor(y0)), 0)
+        right, bottom = min(int(math.ceil(x1)), width), min(int(math.ceil(y1)), height)
+        if right - left < 2 or bottom - top < 2:
+            return np.zeros(_MOUTH_SIZE[::-1], np.uint8)
+        region = rgb[top:bottom, left:right].astype(np.float32)
+        luma = region @ np.array([0.299, 0.587, 0.114], np.float32)
+        return cv2.resize(luma, _MOUTH_SIZE, interpolation=cv2.INTER_AREA).round().astype(np.uint8)
+
+    def similarity(self, crops: np.ndarray, audio: np.ndarray, rate: int, fps: float, max_lag: int) -> np.ndarray:
+        frames = crops.shape[0]
+        out = np.full((2 * max_lag + 1, frames), np.nan)
+        v = _standardise(mouth_opening(crops))
+        a = _standardise(_level(audio, rate, fps, frames + max_lag))
+        if v is None or a is None:
+            return out
+        for row, lag in enumerate(range(-max_lag, max_lag + 1)):
+            lo, hi = max(0, -lag), min(frames, a.size - lag)
+            if hi > lo:
+                out[row, lo:hi] = v[lo:hi] * a[lo + lag : hi + lag]
+        # A principal component has no sign of its own: it is taken as "open" where it best follows the level.
+        curve = np.nanmean(out, axis=1)
+        if np.isfinite(curve).any() and curve[np.nanargmax(np.abs(curve))] < 0:
+            out = -out
+        return out
+
+
+def mouth_opening(crops: np.ndarray) -> np.ndarray:
+    """Per frame, the mouth's main mode of change (arbitrary units and sign); NaN for a mouth that does not move."""
+    frames = crops.shape[0]
+    if frames < 3:
+        return np.full(frames, np.nan)
+    pixels = crops.reshape(frames, -1).astype(np.float64)
+    pixels -= pixels.mean(axis=0)
+    u, s, _ = np.linalg.svd(pixels, full_matrices=False)
+    if s[0] / math.sqrt(pixels.size) < _MOTION_FLOOR:
+        return np.full(frames, np.nan)
+    return u[:, 0] * s[0]
+
+
+def _level(audio: np.ndarray, rate: int, fps: float, frames: int) -> np.ndarray:
+    """Per frame: the sound's level (dB) over one frame period centred on the frame's time; past the audio's
+    end, silence."""
+    mono = audio.reshape(-1, audio.shape[-1]).mean(axis=0) if audio.ndim > 1 else audio
+    centres = np.round(np.arange(frames) / fps * rate).astype(np.int64)
+    half = max(1, round(rate / fps / 2))
+    power = np.concatenate([[0.0], np.cumsum(np.square(mono.astype(np.float64)))])
+    lo, hi = np.clip(centres - half, 0, mono.size), np.clip(centres + half, 0, mono.size)
+    energy = (power[hi] - power[lo]) / (2 * half)
+    return 10.0 * np.log10(energy + 10.0 ** (_LEVEL_FLOOR_DB / 10.0))
+
+
+def _standardise(signal: np.ndarray) -> np.ndarray | None:
+    finite = np.isfinite(signal)
+    if finite.sum() < 3:
+        return None
+    spread = float(signal[finite].std())
+    if spread < 1e-6:  # a still mouth or a silent clip: nothing to correlate
+        return None
+    return (signal - signal[finite].mean()) / spread
+
+
+def lag_curve(similarity: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The mean similarity over `frames` (indices into the similarity's columns) at each lag."""
+    if frames.size == 0:
+        return np.full(similarity.shape[0], np.nan)
+    block = similarity[:, frames]
+    counts = np.isfinite(block).sum(axis=1)
+    sums = np.nansum(block, axis=1)
+    return np.where(counts >= max(3, frames.size // 2), sums / np.maximum(counts, 1), np.nan)
+
+
+def best_lag(curve: np.ndarray) -> float | None:
+    """The best lag index, refined between lags by a parabola through the peak and its neighbours."""
+    if not np.isfinite(curve).any():
+        return None
+    best = int(np.nanargmax(curve))
+    if 0 < best < curve.size - 1 and np.isfinite(curve[best - 1 : best + 2]).all():
+        left, mid, right = curve[best - 1 : best + 2]
+        curvature = left - 2 * mid + right
+        if curvature < 0:
+            return best + float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+    return float(best)
+
+
+def confidence(curve: np.ndarray, at: float) -> float:
+    """SyncNet's confidence: the curve at the chosen lag over its median over all lags."""
+    value = float(np.interp(at, np.arange(curve.size), np.nan_to_num(curve, nan=float(np.nanmedian(curve)))))
+    return value - float(np.nanmedian(curve))
+
+
+@dataclass(frozen=True)
+class OnScreen:
+    """Who speaks in [start_s, end_s) of the clip, and which face track shows them (None: not on screen)."""
+
+    start_s: float
+    end_s: float
+    speaker: str | None  # the diarized speaker, None without diarization
+    track: int | None
+    score: float | None  # the speaking track's confidence on this stretch
+
+    def to_dict(self) -> dict[str, object]:
+        return {"start_s": self.start_s, "end_s": self.end_s, "speaker": self.speaker, "track": self.track,
+                "score": None if self.score is None else round(self.score, 4)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LipResult:
+    on_screen: list[OnScreen]
+    lip_offset_ms: float | None  # of the on-screen speaker's mouth; positive: the audio lags the lips
+    lip_sync_confidence: float | None
+    speaker_visible_ratio: float | None  # share of the clip's speech whose speaker is on screen
+
+
+def score_tracks(
+    tracks: list[TrackSync], stretches: list[tuple[float, float, str | None]], fps: float, n_frames: int,
+    cfg: FacesConfig, backend: LipSyncBackend,
+) -> LipResult:
+    """Assign each stretch of speech (clip-relative: start, end, speaker) to the face whose mouth follows it.
+
+    A track's lag is chosen on all the speech it spans (many frames: a stable choice); each stretch then goes
+    to the track with the highest confidence at that lag, if it reaches the speaking threshold.
+    """
+    threshold = cfg.speaking_threshold if cfg.speaking_threshold is not None else backend.default_speaking_threshold  # type: ignore[attr-defined]
+    speech = np.zeros(n_frames, bool)
+    for start_s, end_s, _ in stretches:
+        speech[_frames(start_s, end_s, fps, n_frames)] = True
+    lags: dict[int, float | None] = {}
+    for track in tracks:
+        span = np.arange(track.first_frame, track.first_frame + track.similarity.shape[1])
+        lags[track.track_id] = best_lag(lag_curve(track.similarity, np.flatnonzero(speech[span])))
+    on_screen, visible_s, speech_s = [], 0.0, 0.0
+    spoken: dict[int, list[np.ndarray]] = {}
+    for start_s, end_s, speaker in stretches:
+        frames = _frames(start_s, end_s, fps, n_frames)
+        speech_s += end_s - start_s
+        choice: tuple[float, TrackSync] | None = None
+        for track in tracks:
+            inside = _inside(track, frames)
+            lag = lags[track.track_id]
+            if lag is None or inside.size < max(3, frames.size // 2):
+                continue
+            value = confidence(lag_curve(track.similarity, inside), lag)
+            if np.isfinite(value) and (choice is None or value > choice[0]):
+                choice = (value, track)
+        if choice is not None and choice[0] >= threshold:
+            on_screen.append(OnScreen(start_s, end_s, speaker, choice[1].track_id, choice[0]))
+            visible_s += end_s - start_s
+            spoken.setdefault(choice[1].track_id, []).append(frames)
+        else:
+            on_screen.append(OnScreen(start_s, end_s, speaker, None, None if choice is None else choice[0]))
+    offset_ms = sync_confidence = None
+    if spoken:
+        # The lip offset is measured on the face that speaks longest, over all the speech it speaks.
+        track_id = max(spoken, key=lambda k: (sum(f.size for f in spoken[k]), -k))
+        track = next(t for t in tracks if t.track_id == track_id)
+        curve = lag_curve(track.similarity, _inside(track, np.unique(np.concatenate(spoken[track_id]))))
+        lag = best_lag(curve)
+        if lag is not None:
+            max_lag = (track.similarity.shape[0] - 1) // 2
+            offset_ms = round((lag - max_lag) / fps * 1000.0, 1)
+            sync_confidence = round(confidence(curve, lag), 4)
+    ratio = round(visible_s / speech_s, 4) if speech_s > 0 else None
+    return LipResult(on_screen, offset_ms, sync_confidence, ratio)
+
+
+def _inside(track: TrackSync, frames: np.ndarray) -> np.ndarray:
+    """`frames` (clip frame numbers) as columns of the track's similarity, those it spans."""
+    columns = frames - track.first_frame
+    return columns[(columns >= 0) & (columns < track.similarity.shape[1])]
+
+
+def _frames(start_s: float, end_s: float, fps: float, n_frames: int) -> np.ndarray:
+    return np.arange(max(0, math.ceil(start_s * fps)), min(n_frames, math.ceil(end_s * fps)))
+
+
+def build_lip_sync(cfg: FacesConfig) -> LipSyncBackend:
+    if cfg.lip_sync == "syncnet":
+        from .syncnet import SyncNetLipSync
+
+        return SyncNetLipSync.load(cfg.syncnet_weights, "cpu")  # type: ignore[arg-type]
+    return MouthMotionSync()
