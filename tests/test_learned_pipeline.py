@@ -110,7 +110,7 @@ def test_outputs_carry_embeddings_scores_and_model_cards(setup: dict) -> None:
     assert sorted(s["__key__"] for s in samples) == sorted(kept["key"])
     for sample in samples:
         meta = json.loads(sample["json"])
-        assert meta["schema_version"] == 4 and set(meta["models"]) == {"visual", "audio"}
+        assert meta["schema_version"] == 5 and set(meta["models"]) == {"visual", "audio"}
         row = index[index["key"] == sample["__key__"]].iloc[0]
         vector = np.load(io.BytesIO(sample["visual.npy"]))
         assert np.array_equal(vector, np.asarray(row["visual_embedding"], np.float32))

@@ -95,7 +95,9 @@ def test_summary_of_learned_outputs(tmp_path: Path) -> None:
 
 def test_summary_of_a_version_3_index(tmp_path: Path) -> None:
     _output(tmp_path, repeats=1)
-    v3_only = ["av_correspondence", "duplicate_similarity", "zero_shot", "duplicate_of", "models"]
+    v3_only = ["av_correspondence", "duplicate_similarity", "zero_shot", "duplicate_of", "models", "speech_ratio",
+               "num_speakers", "dominant_speaker_share", "overlap_ratio", "num_faces", "speaker_visible_ratio",
+               "lip_offset_ms", "lip_sync_confidence", "speech", "turns", "face_tracks", "speaker_on_screen"]  # fmt: skip
     index = pq.read_table(tmp_path / "index.parquet").drop_columns(v3_only)
     index = index.set_column(index.schema.get_field_index("schema_version"), index.schema.field("schema_version"),
                              pa.array([3] * index.num_rows, pa.int64()))  # fmt: skip

@@ -328,7 +328,7 @@ def test_index_table(real_clips: list[Clip], tmp_path: Path) -> None:
             assert row["shard"] == clip.shard and row["shard"].startswith("clips-")
         else:
             assert pd.isna(row["shard"])
-        assert row["schema_version"] == 4
+        assert row["schema_version"] == 5
 
 
 def test_ledger_table(real_clips: list[Clip], tmp_path: Path) -> None:
@@ -633,11 +633,14 @@ def test_index_validator_knows_optional_embedding_columns(embedded_clips: list[C
 
 
 V4_INDEX_COLUMNS = ["av_correspondence", "duplicate_similarity", "zero_shot", "duplicate_of", "models"]
+V5_SCORES = ["speech_ratio", "num_speakers", "dominant_speaker_share", "overlap_ratio", "num_faces",
+             "speaker_visible_ratio", "lip_offset_ms", "lip_sync_confidence"]  # fmt: skip
+V5_INDEX_COLUMNS = [*V5_SCORES, "speech", "turns", "face_tracks", "speaker_on_screen"]
 
 
 def v3_index(clips: list[Clip]) -> pa.Table:
     """An index as version 3 wrote it: without the v4 columns, declaring version 3."""
-    table = index_table(clips).drop_columns(V4_INDEX_COLUMNS)
+    table = index_table(clips).drop_columns(V4_INDEX_COLUMNS + V5_INDEX_COLUMNS)
     table = table.set_column(table.schema.get_field_index("schema_version"), table.schema.field("schema_version"),
                              pa.array([3] * table.num_rows, pa.int64()))  # fmt: skip
     return table.replace_schema_metadata({"avcurate.schema_version": "3"})
@@ -650,9 +653,9 @@ def test_version_3_outputs_still_validate(real_clips: list[Clip]) -> None:
     with pytest.raises(schemas.SchemaMismatch, match="missing column 'models'"):
         schemas.validate_index(table)
     meta = {**real_clips[0].metadata(), "shard": "clips-000000.tar", "schema_version": 3}
-    for key in ("zero_shot", "models", "duplicate_of", "embeddings"):
+    for key in ("zero_shot", "models", "duplicate_of", "embeddings", "speech", "turns", "face_tracks", "speaker_on_screen"):
         del meta[key]
-    for score in ("av_correspondence", "duplicate_similarity"):
+    for score in ("av_correspondence", "duplicate_similarity", *V5_SCORES):
         del meta["scores"][score]
     schemas.validate_sample_metadata(meta, version=3)
     with pytest.raises(jsonschema.ValidationError):
