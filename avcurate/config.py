@@ -220,7 +220,7 @@ class DiarizationConfig:
     # clusters are less similar (cosine) than `threshold`.
     window_s: float = 2.5
     hop_s: float = 0.75
-    threshold: float = 0.75
+    threshold: float = 0.74
     min_turn_s: float = 0.5  # turns shorter than this go to the speaker around them
     min_cluster_s: float = 2.0  # clusters covering less speech than this join their most similar larger one
     max_speakers: int | None = None  # clustering never stops above this many speakers

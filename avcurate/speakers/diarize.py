@@ -89,23 +89,29 @@ class OfflineDiarizer:
         return out
 
     def cluster(self, embeddings: np.ndarray, windows: list[Window]) -> np.ndarray:
-        """A cluster index per window, 0, 1, ... Average linkage on cosine distance (1 - similarity) is cut at
-        1 - threshold, or at max_speakers clusters if that cut leaves more. Past MAX_CLUSTERED windows, an evenly
-        spread subset is clustered and every window joins the most similar cluster centroid. Then clusters whose
-        windows cover less than min_cluster_s of speech join their most similar larger cluster: a lone window
-        that embeds oddly (a laugh, a cough, a noisy stretch) is far likelier than a speaker who says one word."""
+        """A cluster index per window, 0, 1, ...
+
+        Windows of the full window_s are clustered: average linkage on cosine distance (1 - similarity), cut at
+        1 - threshold, or at max_speakers clusters if that cut leaves more. Shorter windows (segments shorter than
+        a window) embed less reliably, so they, and past MAX_CLUSTERED windows the full ones between an evenly
+        spread subset, join the most similar cluster centroid instead. Then clusters whose windows cover less
+        than min_cluster_s of speech join their most similar larger cluster: a stretch that embeds oddly (a
+        laugh, a cough, noise) is likelier than a speaker who says one word."""
         n = embeddings.shape[0]
+        size = round(self.cfg.window_s * SPEECH_RATE)
+        full = np.flatnonzero([w.end - w.start >= size for w in windows])
+        if full.size < 2:
+            full = np.arange(n)  # nothing but short speech: cluster what there is
         if n < 2:
             return np.zeros(n, int)
-        subset = np.linspace(0, n - 1, min(n, MAX_CLUSTERED)).round().astype(int)
-        tree = linkage(embeddings[subset].astype(np.float64), method="average", metric="cosine")
-        labels = fcluster(tree, t=1.0 - self.cfg.threshold, criterion="distance")
-        if self.cfg.max_speakers and labels.max() > self.cfg.max_speakers:
-            labels = fcluster(tree, t=self.cfg.max_speakers, criterion="maxclust")
-        labels -= 1
-        if subset.size < n:
-            nearest = np.argmax(embeddings @ _centroids(embeddings[subset], labels).T, axis=1)
-            labels = np.unique(nearest, return_inverse=True)[1]
+        chosen = full[np.linspace(0, full.size - 1, min(full.size, MAX_CLUSTERED)).round().astype(int)]
+        tree = linkage(embeddings[chosen].astype(np.float64), method="average", metric="cosine")
+        cut = fcluster(tree, t=1.0 - self.cfg.threshold, criterion="distance")
+        if self.cfg.max_speakers and cut.max() > self.cfg.max_speakers:
+            cut = fcluster(tree, t=self.cfg.max_speakers, criterion="maxclust")
+        labels = np.argmax(embeddings @ _centroids(embeddings[chosen], cut - 1).T, axis=1)
+        labels[chosen] = cut - 1
+        labels = np.unique(labels, return_inverse=True)[1]
         members: list[list[Window]] = [[] for _ in range(labels.max() + 1)]
         for window, k in zip(windows, labels):
             members[k].append(window)
@@ -131,7 +137,7 @@ class OfflineDiarizer:
             bounds = [seg.start_s, *(seg.start_s + cuts * seg.duration_s / steps), seg.end_s]
             runs = [[bounds[i], bounds[i + 1], int(labels[nearest[0 if i == 0 else cuts[i - 1]]])]
                     for i in range(len(bounds) - 1)]  # fmt: skip
-            turns.extend(Turn(round(a, 3), round(b, 3), f"c{c}") for a, b, c in _absorb_short(runs, self.cfg.min_turn_s))
+            turns.extend(Turn(round(float(a), 3), round(float(b), 3), f"c{c}") for a, b, c in _absorb_short(runs, self.cfg.min_turn_s))
         return relabel(turns)
 
 
