@@ -1,11 +1,14 @@
 """Offline diarization with weights that ship in wheels: Silero VAD, speaker embeddings of windows, clustering.
 
 Speech segments are cut into windows (window_s every hop_s); each window gets a speaker embedding; windows are
-clustered (average linkage on cosine similarity; merging stops when the two closest clusters are less similar
-than `threshold`, and never stops above `max_speakers`); every 10 ms of speech takes the cluster of the nearest
-window centre in its segment; turns shorter than min_turn_s inside a segment go to the speaker beside them.
+clustered (average linkage on cosine similarity; merging stops when the two closest clusters are less
+similar than `threshold`, and never stops above `max_speakers`; windows shorter than window_s and clusters
+covering under min_cluster_s of speech join the nearest larger cluster instead); every 10 ms of speech takes
+the cluster of the nearest window centre in its segment; turns shorter than min_turn_s inside a segment go to the speaker beside them.
 
-Overlapped speech is not detected: each instant of speech gets one speaker (see docs/benchmarks.md).
+Overlapped speech is not detected: each instant of speech gets one speaker. Windows that mix two voices embed
+away from both voices (they form clusters of their own, not a bridge between two), so a "similar to both
+centroids" rule never fires; measured in benchmarks/bench_diarization.py, see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -137,7 +140,8 @@ class OfflineDiarizer:
             bounds = [seg.start_s, *(seg.start_s + cuts * seg.duration_s / steps), seg.end_s]
             runs = [[bounds[i], bounds[i + 1], int(labels[nearest[0 if i == 0 else cuts[i - 1]]])]
                     for i in range(len(bounds) - 1)]  # fmt: skip
-            turns.extend(Turn(round(float(a), 3), round(float(b), 3), f"c{c}") for a, b, c in _absorb_short(runs, self.cfg.min_turn_s))
+            for begin, end, label in _absorb_short(runs, self.cfg.min_turn_s):
+                turns.append(Turn(round(float(begin), 3), round(float(end), 3), f"c{label}"))
         return relabel(turns)
 
 
