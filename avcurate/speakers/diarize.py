@@ -4,7 +4,8 @@ Speech segments are cut into windows (window_s every hop_s); each window gets a 
 clustered (average linkage on cosine similarity; merging stops when the two closest clusters are less
 similar than `threshold`, and never stops above `max_speakers`; windows shorter than window_s and clusters
 covering under min_cluster_s of speech join the nearest larger cluster instead); every 10 ms of speech takes
-the cluster of the nearest window centre in its segment; turns shorter than min_turn_s inside a segment go to the speaker beside them.
+the cluster of the nearest window centre in its segment; turns shorter than min_turn_s inside a segment go to the
+speaker beside them.
 
 Overlapped speech is not detected: each instant of speech gets one speaker. Windows that mix two voices embed
 away from both voices (they form clusters of their own, not a bridge between two), so a "similar to both
