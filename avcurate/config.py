@@ -217,11 +217,13 @@ class DiarizationConfig:
 
     backend: str | None = "offline"  # offline (ships its weights) | pyannote | None (voice activity only)
     # offline: speaker embeddings of windows inside speech, clustered; merging stops when the closest two
-    # clusters are less similar (cosine) than `threshold`.
-    window_s: float = 1.5
+    # clusters are less similar (cosine) than `threshold`. window_s and threshold move together: 2.5 s / 0.74
+    # is where pyannote's sample and the espeak tests agree (docs/benchmarks.md).
+    window_s: float = 2.5
     hop_s: float = 0.75
-    threshold: float = 0.75
+    threshold: float = 0.74
     min_turn_s: float = 0.5  # turns shorter than this go to the speaker around them
+    min_cluster_s: float = 2.0  # clusters covering less speech than this join their most similar larger one
     max_speakers: int | None = None  # clustering never stops above this many speakers
     # pyannote: a hub pipeline name (HF_TOKEN from the environment) or a local pipeline folder
     pipeline: str = "pyannote/speaker-diarization-community-1"
