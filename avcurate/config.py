@@ -440,6 +440,9 @@ def _check_speaker_score(score: str, speakers: SpeakersConfig) -> None:
         raise ConfigError(f"a filter on {score} needs speakers.enabled: true")
     if score in _DIARIZED_SCORES and speakers.diarization.backend is None:
         raise ConfigError(f"a filter on {score} needs speakers.diarization.backend (offline or pyannote)")
+    if score == "overlap_ratio" and speakers.diarization.backend != "pyannote":
+        raise ConfigError("a filter on overlap_ratio needs speakers.diarization.backend: pyannote (the offline "
+                          "backend gives each instant one speaker, so it cannot measure overlapped speech)")  # fmt: skip
     if score in _FACE_SCORES and speakers.faces.detector is None:
         raise ConfigError(f"a filter on {score} needs speakers.faces.detector (mtcnn or haar)")
 

@@ -18,6 +18,7 @@ class ClipSpeech:
     turns: list[Turn]  # diarized turns, clip-relative (empty without diarization)
     duration_s: float
     diarized: bool
+    overlap_measured: bool = True  # False for a backend that gives each instant one speaker (offline)
 
     @property
     def speech_ratio(self) -> float:
@@ -49,7 +50,7 @@ class ClipSpeech:
     @property
     def overlap_ratio(self) -> float | None:
         """Of the time anyone speaks, the share two or more speak in at once."""
-        if not self.diarized:
+        if not (self.diarized and self.overlap_measured):
             return None
         grid, _ = self._speaker_grid()
         talking = grid.any(axis=0).sum()
@@ -62,7 +63,9 @@ class ClipSpeech:
         return [(s.start_s, s.end_s, None) for s in self.segments]
 
 
-def clip_speech(segments: list[Segment], turns: list[Turn] | None, start_s: float, end_s: float) -> ClipSpeech:
+def clip_speech(
+    segments: list[Segment], turns: list[Turn] | None, start_s: float, end_s: float, overlap_measured: bool = True
+) -> ClipSpeech:
     """The parts of `segments` and `turns` (source times) inside [start_s, end_s), in clip time (rounded to ms)."""
 
     def cut(a: float, b: float) -> tuple[float, float] | None:
@@ -71,4 +74,4 @@ def clip_speech(segments: list[Segment], turns: list[Turn] | None, start_s: floa
 
     clip_segments = [Segment(*span) for s in segments if (span := cut(s.start_s, s.end_s))]
     clip_turns = [Turn(*span, t.speaker) for t in turns or [] if (span := cut(t.start_s, t.end_s))]
-    return ClipSpeech(clip_segments, clip_turns, end_s - start_s, turns is not None)
+    return ClipSpeech(clip_segments, clip_turns, end_s - start_s, turns is not None, overlap_measured)
