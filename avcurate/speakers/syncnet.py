@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import pickle
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,7 @@ class SyncNet(nn.Module):
 
 _PREFIXES = ("__S__.", "module.")  # SyncNetInstance's attribute; DataParallel
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "net")
+_UNPICKLE_ERRORS = (pickle.UnpicklingError, AttributeError, ModuleNotFoundError)
 
 
 def _safe_module_globals() -> list[Any]:
@@ -148,18 +150,12 @@ def _safe_module_globals() -> list[Any]:
 def _read(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle_errors() as first:
+    except _UNPICKLE_ERRORS as first:
         try:
             with torch.serialization.safe_globals(_safe_module_globals()):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
             raise first from None
-
-
-def pickle_errors() -> tuple[type[BaseException], ...]:
-    import pickle
-
-    return (pickle.UnpicklingError, AttributeError, ModuleNotFoundError)
 
 
 def _state_dict(obj: Any) -> dict[str, torch.Tensor]:
@@ -176,9 +172,8 @@ def _state_dict(obj: Any) -> dict[str, torch.Tensor]:
         raise ValueError(f"holds a {type(obj).__name__}, not a state dict of tensors")
     state = {}
     for key, value in obj.items():
-        for prefix in _PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
+        while key.startswith(_PREFIXES):
+            key = key.split(".", 1)[1]
         state[key] = value
     return state
 
@@ -195,7 +190,12 @@ def load_syncnet(path: str | Path) -> SyncNet:
     try:
         state = _state_dict(_read(path))
     except Exception as err:
-        raise ModelUnavailable(f"SyncNet weights {str(path)!r}: cannot be read as SyncNet weights ({err}); {hint}") from err
+        why = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ModelUnavailable(
+            f"SyncNet weights {str(path)!r}: cannot be read as SyncNet weights ({why}); {hint}. A whole pickled "
+            "model that will not load here can be turned into a state dict where syncnet_python runs: "
+            "torch.save(torch.load(path, weights_only=False).state_dict(), 'syncnet_v2.model')"
+        ) from err
     net = SyncNet()
     # BatchNorm's batch counter postdates the public file's PyTorch; it is unused in eval mode
     for key, value in net.state_dict().items():
@@ -407,14 +407,13 @@ class SyncNetLipSync:
         return out
 
     def _embed_lips(self, crops: np.ndarray, centres: np.ndarray) -> torch.Tensor:
-        # [3, frames, 224, 224] BGR float, held on the device once; windows gathered from it batch by batch
-        video = torch.from_numpy(np.ascontiguousarray(crops[..., ::-1])).to(self.device)
-        video = video.permute(3, 0, 1, 2).float()
+        # [3, frames, 224, 224] BGR uint8, held on the device once; windows gathered from it batch by batch
+        video = torch.from_numpy(np.ascontiguousarray(crops[..., ::-1])).to(self.device).permute(3, 0, 1, 2)
         offsets = torch.arange(LIP_WINDOW, device=self.device) - LIP_WINDOW // 2
         out = []
         for i in range(0, len(centres), self.batch_size):
             idx = torch.from_numpy(centres[i : i + self.batch_size]).to(self.device)[:, None] + offsets
-            batch = video[:, idx].permute(1, 0, 2, 3, 4)  # [B, 3, 5, 224, 224]
+            batch = video[:, idx].permute(1, 0, 2, 3, 4).float()  # [B, 3, 5, 224, 224], 0-255
             out.append(self.net.forward_lip(batch))
         return torch.cat(out)
 
