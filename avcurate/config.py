@@ -245,6 +245,7 @@ class FacesConfig:
     min_track_s: float = 0.5  # shorter tracks are dropped (a face must stay this long to be scored)
     lip_sync: str = "mouth_motion"  # mouth_motion (model-free) | syncnet (learned, `syncnet_weights`)
     syncnet_weights: str | None = None  # local SyncNet weights file for lip_sync: syncnet
+    device: str = "auto"  # where SyncNet runs: cuda when there is one (about 3 s per second of video on a CPU core)
     max_lip_offset_ms: float = 400.0  # lip offsets searched in [-this, +this]
     speaking_threshold: float | None = None  # a track speaks when its sync score reaches this; None: backend's
 

@@ -241,5 +241,7 @@ def build_lip_sync(cfg: FacesConfig) -> LipSyncBackend:
     if cfg.lip_sync == "syncnet":
         from .syncnet import SyncNetLipSync
 
-        return SyncNetLipSync.load(cfg.syncnet_weights, "cpu")  # type: ignore[arg-type]
+        from ..models import resolve_device
+
+        return SyncNetLipSync.load(cfg.syncnet_weights, resolve_device(cfg.device))  # type: ignore[arg-type]
     return MouthMotionSync()

@@ -357,6 +357,9 @@ class SyncNetLipSync:
     """`LipSyncBackend` with SyncNet: similarity = minus the embedding distance (module docstring)."""
 
     name = "syncnet"
+    # SyncNet confidence (median - min distance over lags) that lip-sync datasets commonly require of a speaking
+    # face with the public weights; not measured here (no real weights on this machine).
+    default_speaking_threshold = 3.0
 
     def __init__(self, net: SyncNet, device: torch.device | str = "cpu", batch_size: int = 32) -> None:
         self.device = torch.device(device)
