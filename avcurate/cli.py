@@ -17,6 +17,7 @@ from .config import Config, ConfigError
 from .fsutil import StorageError, delete_tree, is_local, write_bytes
 from .ingest import IngestError, check_inputs
 from .learned import prepare_learned
+from .speakers.stage import prepare_speakers
 from .sandbox import exception_chain
 from .summary import format_summary, summarize
 
@@ -74,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         plan = prepare_learned(cfg)  # before the output is touched or anything decoded
+        prepare_speakers(cfg)
     except Exception as e:
         if type(e).__name__ != "ModelUnavailable":  # not imported here: avcurate.models imports torch
             raise

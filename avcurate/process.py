@@ -98,8 +98,11 @@ def process_source(
     scorers = build_scorers(cfg.scoring)
     speakers = None
     if cfg.speakers.enabled:
+        import torch
+
         from .speakers.stage import SpeakerStage
 
+        torch.set_num_threads(max(cfg.decode.threads, 1))  # parallelism comes from workers, as for the decoders
         speakers = SpeakerStage(cfg)
     clip_faces: dict[int, ClipFaces] = {}  # by clip_index, until the source's speech is known
     result = SourceResult(source=source)

@@ -12,6 +12,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from ..config import Config
 from ..learned import LearnedPlan, prepare_learned
+from ..speakers.stage import prepare_speakers
 from .transforms import NAMESPACE, CurateSources, ListInputs, WriteOutputs
 
 LOCAL = "local"
@@ -45,10 +46,13 @@ def build(
     """The job graph. It carries the user's input strings only (see `ingest.check_inputs`); workers list them,
     so the graph stays the same size whether a manifest names ten videos or ten million.
 
-    Configured models are loaded here once, before anything is decoded (`prepare_learned`): one that cannot
-    be loaded stops the run with models.ModelUnavailable. A caller that prepared them already passes `plan`."""
+    Configured models are loaded here once, before anything is decoded (`prepare_learned`, `prepare_speakers`):
+    one that cannot be loaded stops the run with models.ModelUnavailable. A caller that prepared them already
+    passes `plan`."""
     staging = f"{output_dir.rstrip('/')}/_staging"
-    plan = plan or prepare_learned(cfg)
+    if plan is None:
+        plan = prepare_learned(cfg)
+        prepare_speakers(cfg)
     results = (
         p
         | "Inputs" >> beam.Create(list(enumerate(inputs)))

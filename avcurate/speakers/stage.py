@@ -59,11 +59,30 @@ def _diarizer(cfg: SpeakersConfig) -> Diarizer | None:
     return None
 
 
+def prepare_speakers(cfg: Config) -> None:
+    """Load every configured speaker model once in the launcher, before anything is decoded.
+
+    A model that cannot be loaded stops the run here with models.ModelUnavailable, naming what to pass. A
+    pyannote pipeline named on the hub is fetched (with HF_TOKEN) into the Hugging Face cache, from which the
+    decoders, which have no network, load it."""
+    if not cfg.speakers.enabled:
+        return
+    from ..models import ModelUnavailable
+    from .vad import SileroVad
+
+    try:
+        SileroVad(cfg.speakers.vad).probabilities(np.zeros(SPEECH_RATE // 10, np.float32))
+        SpeakerStage(cfg)
+        _diarizer(cfg.speakers)
+    except ModelUnavailable:
+        raise
+    except (ImportError, OSError, RuntimeError) as e:
+        raise ModelUnavailable(f"a speaker model could not be loaded: {e}; reinstall avcurate (`pip install -e .`) "
+                               "or turn the stage off in `speakers:`") from e  # fmt: skip
+
+
 class SpeakerStage:
     def __init__(self, cfg: Config) -> None:
-        import torch
-
-        torch.set_num_threads(max(cfg.decode.threads, 1))  # parallelism comes from workers, as for the decoders
         self.cfg, self.speakers = cfg, cfg.speakers
         faces = self.speakers.faces
         self.detector = build_face_detector(faces)
