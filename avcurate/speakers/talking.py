@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def talking_face_video(
               in enumerate(zip(faces, placed, panels))]  # fmt: skip
     sways = _sways(len(faces), frames, fps, sway_px, seed)
 
-    def pictures():
+    def pictures() -> Iterator[np.ndarray]:
         for t in range(frames):
             row = []
             for i, (spec, (image, mouth)) in enumerate(zip(faces, panels)):
@@ -309,7 +310,7 @@ def _delayed(audio: np.ndarray, rate: int, offset_ms: float) -> np.ndarray:
     return np.concatenate([audio[-shift:], np.zeros(min(-shift, audio.size), np.float32)])
 
 
-def _encode(path: Path, pictures, audio: np.ndarray, rate: int, size: tuple[int, int], fps: int) -> None:
+def _encode(path: Path, pictures: Iterable[np.ndarray], audio: np.ndarray, rate: int, size: tuple[int, int], fps: int) -> None:
     """Pipe RGB frames to the ffmpeg CLI with the audio from a raw file; single-threaded and bit-exact, so that
     the same frames give the same file."""
     with tempfile.TemporaryDirectory() as tmp:
