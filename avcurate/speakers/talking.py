@@ -310,7 +310,9 @@ def _delayed(audio: np.ndarray, rate: int, offset_ms: float) -> np.ndarray:
     return np.concatenate([audio[-shift:], np.zeros(min(-shift, audio.size), np.float32)])
 
 
-def _encode(path: Path, pictures: Iterable[np.ndarray], audio: np.ndarray, rate: int, size: tuple[int, int], fps: int) -> None:
+def _encode(
+    path: Path, pictures: Iterable[np.ndarray], audio: np.ndarray, rate: int, size: tuple[int, int], fps: int
+) -> None:
     """Pipe RGB frames to the ffmpeg CLI with the audio from a raw file; single-threaded and bit-exact, so that
     the same frames give the same file."""
     with tempfile.TemporaryDirectory() as tmp:
