@@ -191,6 +191,7 @@ def test_talking_face_video_checks_its_inputs(tmp_path: Path) -> None:
 
 def test_head_sway_moves_the_whole_picture(tmp_path: Path) -> None:
     audio = np.zeros(SPEECH_RATE, np.float32)
-    truth = talking_face_video(tmp_path / "sway.mp4", audio, SPEECH_RATE, [FaceSpec(None)], size=(256, 256), sway_px=2.0)
-    frames = _frames(tmp_path / "sway.mp4")
+    path = tmp_path / "sway.mp4"
+    truth = talking_face_video(path, audio, SPEECH_RATE, [FaceSpec(None)], size=(256, 256), sway_px=2.0)
+    frames = _frames(path)
     assert _motion(frames, (0, 0, 256, 256), hole=truth[0].mouth_box).mean() > 0.3  # a still face: under 0.1
