@@ -94,12 +94,13 @@ class Scene:
 def speech_envelope(audio: np.ndarray, rate: int, fps: float, window_s: float = 0.08) -> np.ndarray:
     """How far a speaker's mouth is open at each video frame (0..1), from that speaker's own speech.
 
-    RMS in a `window_s` window centred on each frame's interval, smoothed without delay (a jaw cannot follow every
-    syllable, and a lagging smoother would bias the lip-sync truth), divided by the loud (95th percentile) level.
+    RMS in a `window_s` window centred on each frame's timestamp (so at offset 0 the best lag is exactly 0 frames),
+    smoothed without delay (a jaw cannot follow every syllable, and a lagging smoother would bias the lip-sync
+    truth), divided by the loud (95th percentile) level.
     """
     frames = round(audio.size * fps / rate)
     energy = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
-    centres = (np.arange(frames) + 0.5) / fps * rate
+    centres = np.arange(frames) / fps * rate
     half = window_s * rate / 2
     lo = np.clip(np.round(centres - half), 0, audio.size).astype(int)
     hi = np.clip(np.round(centres + half), 0, audio.size).astype(int)
