@@ -111,33 +111,88 @@ def interpolate(a: Face, b: Face, weight: float) -> Face:
     return Face(box, (1 - weight) * a.score + weight * b.score, landmarks)  # type: ignore[arg-type]
 
 
+_REGION_MARGIN = 0.6  # a face's region kept per frame: its box grown by this much of its size on every side
+_SMOOTH_S = 0.5  # boxes are averaged over this long (centred) before cropping, as SyncNet's pipeline smooths them
+
+
 @dataclass(eq=False)  # compared by identity: tracks hold arrays
 class FaceTrack:
-    """One face followed through a clip: its detections and the backend's crop of every frame it spans."""
+    """One face followed through a clip: its detections, and every frame's face and the pixels around it.
+
+    Crops are made at the end (`make_crops`), from boxes smoothed over time: a detector's box jitters by a
+    pixel or two on a still face, which would otherwise read as a moving mouth.
+    """
 
     track_id: int
     detections: list[tuple[int, Face]]  # (frame in the clip, face) where the detector found it
-    crops: dict[int, np.ndarray] = field(default_factory=dict)  # frame in the clip -> lip-sync crop
+    faces: dict[int, Face] = field(default_factory=dict)  # frame in the clip -> face, interpolated between detections
+    regions: dict[int, tuple[np.ndarray, int, int]] = field(default_factory=dict)  # frame -> (rgb, left, top)
+    crops: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> the lip-sync backend's crop
     missed: int = 0
+
+    def keep(self, t: int, rgb: np.ndarray, face: Face) -> None:
+        x0, y0, x1, y1 = face.box
+        grow = _REGION_MARGIN * max(x1 - x0, y1 - y0)
+        height, width = rgb.shape[:2]
+        left, top = max(int(x0 - grow), 0), max(int(y0 - grow), 0)
+        right, bottom = min(int(np.ceil(x1 + grow)), width), min(int(np.ceil(y1 + grow)), height)
+        self.faces[t] = face
+        self.regions[t] = (rgb[top:bottom, left:right].copy(), left, top)
 
     @property
     def first_frame(self) -> int:
-        return min(self.crops) if self.crops else self.detections[0][0]
+        return min(self.faces) if self.faces else self.detections[0][0]
 
     @property
     def last_frame(self) -> int:
-        return max(self.crops) if self.crops else self.detections[-1][0]
+        return max(self.faces) if self.faces else self.detections[-1][0]
+
+    def make_crops(self, backend: LipSyncBackend, fps: float) -> None:
+        """The backend's crop of every frame, from the smoothed face; the kept pixels are let go."""
+        frames = range(self.first_frame, self.last_frame + 1)
+        smoothed = smooth_faces([self.faces[t] for t in frames], max(1, round(_SMOOTH_S * fps)))
+        for t, face in zip(frames, smoothed):
+            region, left, top = self.regions.pop(t)
+            self.crops[t] = backend.crop(region, _shifted(face, -left, -top))
 
     def crop_stack(self) -> np.ndarray:
         """Crops of frames first..last, in order (every frame of a track's span has one)."""
         return np.stack([self.crops[t] for t in range(self.first_frame, self.last_frame + 1)])
 
 
+def smooth_faces(faces: list[Face], window: int) -> list[Face]:
+    """Boxes and landmarks averaged over `window` frames centred on each (shorter at the ends)."""
+    boxes = np.array([f.box for f in faces], np.float64)
+    marks = [f.landmarks for f in faces]
+    have_marks = all(m is not None for m in marks)
+    kernel = np.ones(window)
+
+    def average(values: np.ndarray) -> np.ndarray:
+        flat = values.reshape(len(values), -1)
+        half = window // 2
+        padded = np.concatenate([np.repeat(flat[:1], half, 0), flat, np.repeat(flat[-1:], window - 1 - half, 0)])
+        out = np.stack([np.convolve(padded[:, k], kernel, "valid") / window for k in range(flat.shape[1])], axis=1)
+        return out.reshape(values.shape)
+
+    boxes = average(boxes)
+    landmarks = average(np.stack(marks)) if have_marks else None  # type: ignore[arg-type]
+    return [
+        Face(tuple(float(v) for v in boxes[i]), faces[i].score, None if landmarks is None else landmarks[i])  # type: ignore[arg-type]
+        for i in range(len(faces))
+    ]
+
+
+def _shifted(face: Face, dx: float, dy: float) -> Face:
+    x0, y0, x1, y1 = face.box
+    marks = None if face.landmarks is None else face.landmarks + np.array([dx, dy])
+    return Face((x0 + dx, y0 + dy, x1 + dx, y1 + dy), face.score, marks)
+
+
 class FaceTracker:
     """Streams a clip's frames; `finish` returns its face tracks."""
 
-    def __init__(self, detector: FaceDetector, backend: LipSyncBackend, detect_every: int) -> None:
-        self.detector, self.backend, self.detect_every = detector, backend, max(1, detect_every)
+    def __init__(self, detector: FaceDetector, backend: LipSyncBackend, detect_every: int, fps: float) -> None:
+        self.detector, self.backend, self.detect_every, self.fps = detector, backend, max(1, detect_every), fps
         self.live: list[FaceTrack] = []
         self.done: list[FaceTrack] = []
         self.pending: list[tuple[int, np.ndarray]] = []  # frames since the oldest live track's last detection
@@ -156,7 +211,7 @@ class FaceTracker:
             track.missed = 0
             for frame_t, frame in self.pending:
                 if last_t < frame_t <= t:
-                    track.crops[frame_t] = self.backend.crop(frame, interpolate(last_face, face, (frame_t - last_t) / (t - last_t)))
+                    track.keep(frame_t, frame, interpolate(last_face, face, (frame_t - last_t) / (t - last_t)))
         taken = {id(face) for _, face in matched}
         for track in [track for track in self.live if track not in [m[0] for m in matched]]:
             track.missed += 1
@@ -166,7 +221,7 @@ class FaceTracker:
         for face in faces:
             if id(face) not in taken:
                 track = FaceTrack(self.next_id, [(t, face)])
-                track.crops[t] = self.backend.crop(rgb, face)
+                track.keep(t, rgb, face)
                 self.next_id += 1
                 self.live.append(track)
         oldest = min((track.detections[-1][0] for track in self.live), default=t)
@@ -197,8 +252,10 @@ class FaceTracker:
             if track.missed == 0:
                 for frame_t, frame in self.pending:
                     if frame_t > last_t:
-                        track.crops[frame_t] = self.backend.crop(frame, last_face)
+                        track.keep(frame_t, frame, last_face)
         tracks = [t for t in self.done + self.live if t.last_frame - t.first_frame + 1 >= min_frames]
+        for track in tracks:
+            track.make_crops(self.backend, self.fps)
         tracks.sort(key=lambda t: (t.first_frame, t.detections[0][1].box[0]))
         for new_id, track in enumerate(tracks):
             track.track_id = new_id

@@ -93,7 +93,7 @@ class SpeakerStage:
     def tracker(self) -> FaceTracker | None:
         if self.detector is None or self.backend is None:
             return None
-        return FaceTracker(self.detector, self.backend, self.detect_every)
+        return FaceTracker(self.detector, self.backend, self.detect_every, self.cfg.decode.fps)
 
     def close_clip(self, tracker: FaceTracker, audio: np.ndarray, n_frames: int) -> ClipFaces:
         """Score the clip's face tracks at every lip lag now, while its audio is at hand."""
