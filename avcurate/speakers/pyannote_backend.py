@@ -99,9 +99,7 @@ def _load_pipeline(name: str, device: torch.device) -> Any:
     local = _is_local(name)
     path = os.path.expanduser(name)
     if local and not os.path.exists(path):
-        raise ModelUnavailable(
-            f"pyannote pipeline folder {path!r} does not exist. " + _fix(local=True)
-        )
+        raise ModelUnavailable(f"pyannote pipeline folder {path!r} does not exist. " + _fix(local=True))
     offline = False
     try:
         from pyannote.audio import Pipeline
@@ -118,9 +116,8 @@ def _load_pipeline(name: str, device: torch.device) -> Any:
     except Exception as err:  # yaml, hub, checkpoint, import or device errors all mean: this pipeline is unavailable
         where = " (offline: the hub is unreachable or HF_HUB_OFFLINE is set)" if offline else ""
         what = "folder" if local else "hub pipeline"
-        raise ModelUnavailable(
-            f"pyannote {what} {name!r} could not be loaded{where}: {type(err).__name__}: {str(err).rstrip('.')}. " + _fix(local)
-        ) from err
+        cause = f"{type(err).__name__}: {str(err).rstrip('.')}"
+        raise ModelUnavailable(f"pyannote {what} {name!r} could not be loaded{where}: {cause}. " + _fix(local)) from err
     return pipeline
 
 
