@@ -13,6 +13,10 @@ orthonormal transform and decreasing between-class variances). The turns it find
 to exercise loading, the in-memory waveform path, the output conversion and determinism, not accuracy.
 It is smaller than the real one: the segmentation's LSTM and linear layers are narrower (the SincNet front end is
 the real size), the embedding is an MFCC x-vector instead of WeSpeaker's ResNet34, the embedding 128-d.
+
+With full_size=True the models have community-1's architectures instead (PyanNet with a 4-layer bidirectional
+LSTM of 128 units; WeSpeaker ResNet34, 256-d), still random: for timing and memory (benchmarks/bench_pyannote.py),
+as the real pipeline costs the same compute up to what the clustering does with real embeddings.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 import yaml
 
 TINY_EMBEDDING_DIM = 128
+FULL_EMBEDDING_DIM = 256  # WeSpeaker ResNet34's
 TINY_LDA_DIM = 128  # pyannote's PLDA keeps its first 128 dimensions (PLDA(lda_dimension=128))
 
 
@@ -43,11 +48,14 @@ def _checkpoint(model: torch.nn.Module) -> dict:
     return checkpoint
 
 
-def _segmentation() -> torch.nn.Module:
+def _segmentation(full_size: bool) -> torch.nn.Module:
     from pyannote.audio.core.task import Problem, Resolution, Specifications
     from pyannote.audio.models.segmentation import PyanNet
 
-    model = PyanNet(lstm={"hidden_size": 32, "num_layers": 1}, linear={"hidden_size": 32, "num_layers": 1})
+    if full_size:
+        model = PyanNet(lstm={"hidden_size": 128, "num_layers": 4}, linear={"hidden_size": 128, "num_layers": 2})
+    else:
+        model = PyanNet(lstm={"hidden_size": 32, "num_layers": 1}, linear={"hidden_size": 32, "num_layers": 1})
     model.specifications = Specifications(
         problem=Problem.MONO_LABEL_CLASSIFICATION,
         resolution=Resolution.FRAME,
@@ -62,20 +70,23 @@ def _segmentation() -> torch.nn.Module:
     return model
 
 
-def _embedding() -> torch.nn.Module:
+def _embedding(full_size: bool) -> torch.nn.Module:
     from pyannote.audio.core.task import Problem, Resolution, Specifications
-    from pyannote.audio.models.embedding import XVectorMFCC
+    from pyannote.audio.models.embedding import WeSpeakerResNet34, XVectorMFCC
 
-    # 40 mel bands for 40 coefficients (torchaudio's default of 128 bands leaves some empty at n_fft 400)
-    model = XVectorMFCC(mfcc={"melkwargs": {"n_mels": 40}}, dimension=TINY_EMBEDDING_DIM)
+    if full_size:
+        model = WeSpeakerResNet34()
+    else:
+        # 40 mel bands for 40 coefficients (torchaudio's default of 128 bands leaves some empty at n_fft 400)
+        model = XVectorMFCC(mfcc={"melkwargs": {"n_mels": 40}}, dimension=TINY_EMBEDDING_DIM)
     model.specifications = Specifications(
         problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=5.0, min_duration=0.5
     )
     return model
 
 
-def _save_plda(folder: Path, generator: np.random.Generator) -> None:
-    dim, lda_dim = TINY_EMBEDDING_DIM, TINY_LDA_DIM
+def _save_plda(folder: Path, dim: int, generator: np.random.Generator) -> None:
+    lda_dim = TINY_LDA_DIM
     lda, _ = np.linalg.qr(generator.standard_normal((dim, lda_dim)))  # orthonormal columns
     np.savez(
         folder / "xvec_transform.npz",
@@ -117,17 +128,19 @@ def tiny_pipeline_config() -> dict:
     }
 
 
-def save_tiny_pyannote_pipeline(folder: str | Path) -> str:
+def save_tiny_pyannote_pipeline(folder: str | Path, full_size: bool = False) -> str:
     """Writes folder/{config.yaml, segmentation/, embedding/, plda/}; returns the folder, for diarization.pipeline.
 
-    Seeded: the same folder contents (weights included) on every call. Takes about a second.
+    Seeded: the same folder contents (weights included) on every call. Takes under a second (pyannote's import
+    aside); full_size: community-1's architectures, random (about 30 MB).
     """
     folder = Path(folder)
     for part in ("segmentation", "embedding", "plda"):
         (folder / part).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    torch.save(_checkpoint(_segmentation()), folder / "segmentation" / "pytorch_model.bin")
-    torch.save(_checkpoint(_embedding()), folder / "embedding" / "pytorch_model.bin")
-    _save_plda(folder / "plda", np.random.default_rng(0))
+    torch.save(_checkpoint(_segmentation(full_size)), folder / "segmentation" / "pytorch_model.bin")
+    torch.save(_checkpoint(_embedding(full_size)), folder / "embedding" / "pytorch_model.bin")
+    dim = FULL_EMBEDDING_DIM if full_size else TINY_EMBEDDING_DIM
+    _save_plda(folder / "plda", dim, np.random.default_rng(0))
     (folder / "config.yaml").write_text(yaml.safe_dump(tiny_pipeline_config(), sort_keys=False), encoding="utf-8")
     return str(folder)
