@@ -187,3 +187,39 @@ def test_speaker_rules_need_their_stage() -> None:
     with pytest.raises(ConfigError, match="syncnet_weights"):
         Config.from_dict({"speakers": {"enabled": True, "faces": {"lip_sync": "syncnet"}}})
     assert Config.load(Path(__file__).parent.parent / "pipelines" / "configs" / "speech.yaml").speakers.enabled
+
+
+def test_pyannote_backend_runs_in_the_decoder(tmp_path: Path) -> None:
+    """A pyannote pipeline saved to a local folder (random weights) loads in the sandboxed decoder, which has
+    no network and no token, and its turns reach the clip with overlap measured. Quality is not tested here:
+    the weights are random."""
+    from avcurate.speakers.testing import save_tiny_pyannote_pipeline
+
+    folder = save_tiny_pyannote_pipeline(tmp_path / "pipeline")
+    scene = one_speaker_scene(tmp_path)
+    cfg = _config(diarization={"backend": "pyannote", "pipeline": str(folder), "device": "cpu"}, faces={"detector": None})
+    (clip,) = _curate(scene.video, cfg, tmp_path)
+    assert clip.turns is not None and clip.scores.num_speakers is not None
+    assert clip.scores.overlap_ratio is not None or not clip.turns
+    assert all(t["speaker"].startswith("S") and 0 <= t["start_s"] < t["end_s"] <= clip.duration_s for t in clip.turns)
+    assert clip.face_tracks is None and clip.scores.num_faces is None
+
+
+def test_syncnet_is_a_drop_in_lip_sync_backend(tmp_path: Path) -> None:
+    """SyncNet (random weights saved as syncnet_v2.model is) in place of the model-free backend: the stage
+    scores every speech stretch with it. Mechanics only: random weights say nothing of sync."""
+    from avcurate.speakers.syncnet import save_random_syncnet
+
+    weights = save_random_syncnet(tmp_path / "syncnet_v2.model")
+    speech = np.concatenate([np.zeros(SPEECH_RATE // 4, np.float32), speak("Short and sweet.", MALE)])
+    speech = np.pad(speech, (0, SPEECH_RATE // 4 + (-speech.size - SPEECH_RATE // 4) % (SPEECH_RATE // 25)))
+    from avcurate.speakers.talking import speech_envelope
+
+    video = tmp_path / "short.mp4"
+    talking_face_video(video, speech, SPEECH_RATE, [FaceSpec(speech_envelope(speech, SPEECH_RATE, 25))], size=(256, 256))
+    cfg = _config(diarization={"backend": None}, faces={"lip_sync": "syncnet", "syncnet_weights": str(weights),
+                                                        "device": "cpu", "speaking_threshold": -1e9})  # fmt: skip
+    (clip,) = _curate(video, cfg, tmp_path)
+    assert len(clip.face_tracks or []) == 1 and clip.speaker_on_screen
+    assert all(s["track"] == 0 and np.isfinite(s["score"]) for s in clip.speaker_on_screen)
+    assert clip.scores.lip_offset_ms is not None and abs(clip.scores.lip_offset_ms) <= 400.0

@@ -61,6 +61,7 @@ class Diarizer(Protocol):
     """Who speaks when over a whole source. Returns relabelled turns (`relabel`)."""
 
     name: str
+    detects_overlap: bool  # whether two turns can overlap; if not, overlap_ratio is not measured
 
     def diarize(self, audio: np.ndarray, rate: int) -> list[Turn]: ...
 

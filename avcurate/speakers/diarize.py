@@ -46,6 +46,7 @@ class OfflineDiarizer:
     """Who speaks when (Diarizer), CPU-friendly and weight-download-free."""
 
     name = "offline"
+    detects_overlap = False  # each instant gets one speaker (docs/speakers.md)
 
     def __init__(self, cfg: DiarizationConfig, vad: VadConfig, encoder: SpeakerEncoder | None = None) -> None:
         self.cfg = cfg

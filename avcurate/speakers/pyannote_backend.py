@@ -36,6 +36,7 @@ class PyannoteDiarizer:
     """Who speaks when, from a pyannote.audio SpeakerDiarization pipeline; overlapping turns are kept."""
 
     name = "pyannote"
+    detects_overlap = True  # its segmentation model marks overlapped speech
 
     def __init__(self, pipeline: Any, device: torch.device, source: str) -> None:
         self.pipeline = pipeline

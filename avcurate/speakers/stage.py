@@ -133,7 +133,7 @@ class SpeakerStage:
     def annotate(self, clip: Clip, faces: ClipFaces | None, segments: list[Segment], turns: list[Turn] | None) -> None:
         """The clip's speech, turns, faces and on-screen speaker, on its own timeline (after sync correction)."""
         shift_s = clip.sync_correction_ms / 1000.0
-        overlaps = getattr(_diarizer(self.speakers), "detects_overlap", False)
+        overlaps = _diarizer(self.speakers).detects_overlap if turns is not None else False  # type: ignore[union-attr]
         speech = clip_speech(segments, turns, clip.start_s + shift_s, clip.end_s + shift_s, overlaps)
         clip.speech = [{"start_s": s.start_s, "end_s": s.end_s} for s in speech.segments]
         clip.turns = [{"start_s": t.start_s, "end_s": t.end_s, "speaker": t.speaker} for t in speech.turns] if turns is not None else None
