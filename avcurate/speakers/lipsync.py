@@ -95,7 +95,7 @@ class MouthMotionSync:
             if hi > lo:
                 out[row, lo:hi] = v[lo:hi] * a[lo + lag : hi + lag]
         # A principal component has no sign of its own: it is taken as "open" where it best follows the level.
-        curve = np.nanmean(out, axis=1)
+        curve = lag_curve(out, np.arange(frames))
         if np.isfinite(curve).any() and curve[np.nanargmax(np.abs(curve))] < 0:
             out = -out
         return out
@@ -161,8 +161,12 @@ def best_lag(curve: np.ndarray) -> float | None:
 
 def confidence(curve: np.ndarray, at: float) -> float:
     """SyncNet's confidence: the curve at the chosen lag over its median over all lags."""
-    value = float(np.interp(at, np.arange(curve.size), np.nan_to_num(curve, nan=float(np.nanmedian(curve)))))
-    return value - float(np.nanmedian(curve))
+    finite = curve[np.isfinite(curve)]
+    if finite.size == 0:
+        return math.nan
+    median = float(np.median(finite))
+    value = float(np.interp(at, np.arange(curve.size), np.nan_to_num(curve, nan=median)))
+    return value - median
 
 
 @dataclass(frozen=True)
