@@ -1,5 +1,6 @@
-"""Summarise an output folder: inputs by outcome, clips kept and rejected by reason, failures, shards, and for
-index v4 and later the models used, near-duplicates found and the embeddings written."""
+"""Summarise an output folder: inputs by outcome, clips kept and rejected by reason, failures, shards, for
+index v4 and later the models used, near-duplicates found and the embeddings written, and for v5 with speakers
+on, the kept speech."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 _LEDGER_COLUMNS = ["uri", "status", "error_type", "error", "probe_duration_s"]
 _INDEX_COLUMNS = ["status", "duration_s", "reasons"]
 _LEARNED_COLUMNS = ["models", "duplicate_of"]  # index v4 and later
+_SPEAKER_COLUMNS = ["speech_ratio", "num_speakers", "speaker_visible_ratio"]  # index v5 and later
 
 
 def summarize(output_dir: str) -> dict[str, Any]:
@@ -46,6 +48,8 @@ def summarize(output_dir: str) -> dict[str, Any]:
     }
     if "models" in index.column_names:  # older indexes have none of this: their lines are left out
         summary.update(_learned(index, index_columns, out))
+    if "speech_ratio" in index.column_names and index["speech_ratio"].null_count < index.num_rows:
+        summary["speakers"] = _speakers(index, kept)
     return summary
 
 
@@ -59,7 +63,21 @@ def _read_index(path: str) -> tuple[pa.Table, list[str]]:
     with FileSystems.open(path) as f:
         parquet = pq.ParquetFile(f)
         names = parquet.schema_arrow.names
-        return parquet.read(columns=_INDEX_COLUMNS + [c for c in _LEARNED_COLUMNS if c in names]), names
+        wanted = _INDEX_COLUMNS + [c for c in _LEARNED_COLUMNS + _SPEAKER_COLUMNS if c in names]
+        return parquet.read(columns=wanted), names
+
+
+def _speakers(index: pa.Table, kept: pa.ChunkedArray) -> dict[str, Any]:
+    """Of the kept clips: seconds of speech, how many have each number of speakers, and how much of their
+    speech has its speaker on screen."""
+    clips = index.filter(kept)
+    speech_s = pc.sum(pc.multiply(clips["speech_ratio"], clips["duration_s"])).as_py() or 0.0
+    counts = _counts(clips["num_speakers"]) if clips.num_rows else {}
+    return {
+        "kept_speech_seconds": round(speech_s, 2),
+        "kept_by_num_speakers": {str(k): v for k, v in sorted(counts.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))},
+        "kept_mean_speaker_visible_ratio": None if clips.num_rows == 0 else pc.mean(clips["speaker_visible_ratio"]).as_py(),
+    }
 
 
 def _learned(index: pa.Table, index_columns: list[str], out: str) -> dict[str, Any]:
@@ -115,6 +133,12 @@ def format_summary(summary: dict[str, Any], wall_s: float | None = None) -> str:
     lines.append(f"shards written:   {summary['shards']}  ({summary['shard_bytes'] / 1e6:.1f} MB)")
     if "models" in summary:
         lines += _learned_lines(summary)
+    if "speakers" in summary:
+        speakers = summary["speakers"]
+        by_count = ", ".join(f"{n}: {c}" for n, c in speakers["kept_by_num_speakers"].items()) or "none"
+        visible = speakers["kept_mean_speaker_visible_ratio"]
+        lines.append(f"kept speech:      {speakers['kept_speech_seconds']:.1f} s; clips by speakers {by_count}"
+                     + ("" if visible is None else f"; speaker on screen {visible:.0%} of speech on average"))
     if wall_s:
         lines.append(
             f"throughput:       {summary['media_seconds'] / wall_s:.1f} s of media per second "

@@ -223,3 +223,52 @@ def test_syncnet_is_a_drop_in_lip_sync_backend(tmp_path: Path) -> None:
     assert len(clip.face_tracks or []) == 1 and clip.speaker_on_screen
     assert all(s["track"] == 0 and np.isfinite(s["score"]) for s in clip.speaker_on_screen)
     assert clip.scores.lip_offset_ms is not None and abs(clip.scores.lip_offset_ms) <= 400.0
+
+
+@pytest.mark.slow
+def test_speech_config_through_the_pipeline(tmp_path: Path) -> None:
+    """`avcurate run` with pipelines/configs/speech.yaml: speaker fields reach the index (Parquet lists of
+    structs, schema v5) and every shard's metadata, and the speaker rules decide with reasons."""
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+    import webdataset as wds
+
+    from avcurate import schemas
+
+    videos = tmp_path / "videos"
+    one_speaker_scene(videos)
+    two_speaker_scene(videos)
+    output = tmp_path / "out"
+    config = Path(__file__).parent.parent / "pipelines" / "configs" / "speech.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "avcurate.cli", "run", "--config", str(config), "--input", str(videos),
+         "--output", str(output), "--workers", "2", "--json"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pq.read_table(output / "index.parquet")
+    schemas.validate_index(table)
+    index = table.to_pylist()
+    assert len(index) == 2
+    by_speakers = {row["num_speakers"]: row for row in index}
+    one, two = by_speakers[1], by_speakers[2]
+    # The monologue's speaker is on screen and in sync: it passes every speaker rule. The dialogue's speakers
+    # share the time (0.5-0.65 dominant): it fails the main-speaker rule, and says so.
+    assert one["status"] == KEPT and one["speaker_visible_ratio"] == 1.0, one["reasons"]
+    assert two["status"] == REJECTED and [r.split(":")[0] for r in two["reasons"]] == ["dominant_speaker_share"]
+    assert one["turns"] and all(set(t) == {"start_s", "end_s", "speaker"} for t in one["turns"])
+    assert len(two["face_tracks"]) == 2 and len(two["face_tracks"][0]["boxes"][0]) == 4
+    (sample,) = list(wds.WebDataset(str(output / "shards" / "clips-000000.tar"), shardshuffle=False))
+    meta = json.loads(sample["json"])
+    schemas.validate_sample_metadata(meta)
+    assert meta["key"] == one["key"] and meta["turns"] == one["turns"] and meta["speech"] == one["speech"]
+    assert meta["speaker_on_screen"] == one["speaker_on_screen"] and meta["face_tracks"] == one["face_tracks"]
+    from avcurate.summary import format_summary, summarize
+
+    summary = summarize(str(output))
+    assert summary["speakers"]["kept_by_num_speakers"] == {"1": 1}
+    assert summary["speakers"]["kept_speech_seconds"] == pytest.approx(one["speech_ratio"] * one["duration_s"], abs=0.01)
+    assert "kept speech:" in format_summary(summary)
