@@ -241,7 +241,7 @@ class FacesConfig:
     detector: str | None = "mtcnn"  # mtcnn (facenet-pytorch) | haar (OpenCV) | None: no faces
     detect_fps: float = 5.0  # detections per second; boxes are interpolated between them
     min_face_px: int = 32  # smallest face side in decoded pixels (MTCNN costs 2.5x as much at 20: more scales)
-    min_score: float = 0.9  # detector confidence below which a face is ignored
+    min_score: float = 0.9  # MTCNN's confidence below which a face is ignored (Haar accepts on 5 neighbouring hits)
     min_track_s: float = 0.5  # shorter tracks are dropped (a face must stay this long to be scored)
     lip_sync: str = "mouth_motion"  # mouth_motion (model-free) | syncnet (learned, `syncnet_weights`)
     syncnet_weights: str | None = None  # local SyncNet weights file for lip_sync: syncnet

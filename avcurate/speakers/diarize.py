@@ -20,6 +20,7 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from ..config import DiarizationConfig, VadConfig
+from ..sandbox import heartbeat
 from .base import SPEECH_RATE, Segment, Turn, relabel
 from .embed import SpeakerEncoder
 from .vad import SileroVad, to_speech_rate
@@ -91,6 +92,7 @@ class OfflineDiarizer:
                 chunk = indices[begin : begin + batch]
                 stack = np.stack([audio[windows[i].start : windows[i].end] for i in chunk])
                 out[chunk] = self.encoder.embed(_normalise(stack))
+                heartbeat()
         return out
 
     def cluster(self, embeddings: np.ndarray, windows: list[Window]) -> np.ndarray:

@@ -82,7 +82,8 @@ class HaarFaces:
         found, _, weights = self.cascade.detectMultiScale3(
             gray, scaleFactor=1.1, minNeighbors=5, minSize=(size, size), outputRejectLevels=True
         )
-        # The cascade's level weight is not a probability: mapped so that 5 neighbours or more pass min_score.
+        # The cascade accepts a face on 5 neighbouring hits (min_score is MTCNN's); its level weight, squashed
+        # to 0..1, is kept as the score for the record.
         return [
             Face((float(x), float(y), float(x + w), float(y + h)), float(1.0 / (1.0 + np.exp(-float(weight)))))
             for (x, y, w, h), weight in zip(np.asarray(found).reshape(-1, 4), np.asarray(weights).reshape(-1))

@@ -25,6 +25,7 @@ import torch
 
 from avcurate.config import DiarizationConfig
 from avcurate.models.base import HUB_HINT, ModelUnavailable, offline_unless_hub_reachable, resolve_device
+from avcurate.sandbox import heartbeat
 from avcurate.speakers.base import Turn, relabel
 
 # Loaded pipelines of this process, by (pipeline, device): a worker loads each once and its bundles share it.
@@ -66,7 +67,9 @@ class PyannoteDiarizer:
         if len(samples) < 2:  # pyannote takes a (channel, time) tensor with time >= channels
             return []
         waveform = torch.from_numpy(samples)[None]  # [1, n]
-        output = self.pipeline({"waveform": waveform, "sample_rate": int(rate), "uri": "audio"})
+        # The hook reports progress (pyannote calls it per batch): in the decoder, a long source on CPU would
+        # otherwise go silent for longer than decode.stall_timeout_s.
+        output = self.pipeline({"waveform": waveform, "sample_rate": int(rate), "uri": "audio"}, hook=_progress)
         annotation = _speaker_diarization(output)
         turns = []
         for segment, _, speaker in annotation.itertracks(yield_label=True):
@@ -134,3 +137,7 @@ def _fix(local: bool) -> str:
         f"Pass {folder}, or a hub name with HF_TOKEN set to a token of an account that accepted the "
         f"pipeline's conditions on huggingface.co, {HUB_HINT}"
     )
+
+
+def _progress(*_: Any, **__: Any) -> None:
+    heartbeat()

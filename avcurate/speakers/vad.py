@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..config import VadConfig
+from ..sandbox import heartbeat
 from .base import SPEECH_RATE, Segment
 
 FRAME = 512  # samples per probability at 16 kHz (32 ms); the model accepts no other size at this rate
@@ -67,6 +68,8 @@ class SileroVad:
                 if frame.numel() < FRAME:
                     frame = torch.nn.functional.pad(frame, (0, FRAME - frame.numel()))
                 probs[i] = model(frame[None], SPEECH_RATE).item()
+                if i % 1024 == 0:
+                    heartbeat()  # in the decoder: an hour of audio is a minute of frames, with no video progress
         return probs
 
     def segments(self, audio: np.ndarray, rate: int) -> list[Segment]:
