@@ -420,7 +420,7 @@ def _check_learned(kwargs: dict[str, Any]) -> None:
             raise ConfigError(f"dedup.embedding is {dedup.embedding!r} but models.{dedup.embedding}.name is not set")
     speakers = kwargs.get("speakers", SpeakersConfig())
     for rule in kwargs.get("filters", ()):
-        for score in (rule.score, *([rule.when.split()[0]] if rule.when else [])):
+        for score in (rule.score, *([_condition_score(rule.when)] if rule.when else [])):
             _check_speaker_score(score, speakers)
         if rule.score == "av_correspondence" and not all(have.values()):
             raise ConfigError("a filter on av_correspondence needs both models.visual.name and models.audio.name")
@@ -432,6 +432,12 @@ def _check_learned(kwargs: dict[str, Any]) -> None:
 _SPEECH_SCORES = {"speech_ratio"}
 _DIARIZED_SCORES = {"num_speakers", "dominant_speaker_share", "overlap_ratio"}
 _FACE_SCORES = {"num_faces", "speaker_visible_ratio", "lip_offset_ms", "abs_lip_offset_ms", "lip_sync_confidence"}
+
+
+def _condition_score(condition: str) -> str:
+    from .filters import parse_condition
+
+    return parse_condition(condition)[0]
 
 
 def _check_speaker_score(score: str, speakers: SpeakersConfig) -> None:

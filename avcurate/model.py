@@ -83,7 +83,7 @@ class ClipScores:
     num_speakers: int | None = None  # diarized speakers with at least 0.3 s of speech in the clip
     dominant_speaker_share: float | None = None  # of the time anyone speaks, the share the main speaker speaks
     overlap_ratio: float | None = None  # of the time anyone speaks, the share two or more speak at once
-    num_faces: int | None = None  # most faces seen at once
+    num_faces: int | None = None  # most tracked faces found at one detection (tracks of faces.min_track_s or more)
     speaker_visible_ratio: float | None = None  # share of the speech whose speaker's face is on screen, speaking
     lip_offset_ms: float | None = None  # the on-screen speaker's mouth vs the audio; positive: audio lags
     lip_sync_confidence: float | None = None  # SyncNet-style: best lag's score over the median lag's

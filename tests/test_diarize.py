@@ -150,3 +150,13 @@ def test_der_on_pyannote_sample(diarizer: OfflineDiarizer) -> None:
     assert DiarizationErrorRate()(reference, hypothesis) < SAMPLE_DER_MAX
     assert DiarizationErrorRate(collar=0.5)(reference, hypothesis) < SAMPLE_DER_COLLAR_MAX
 
+
+
+def test_nearest_window_centre_matches_brute_force() -> None:
+    from avcurate.speakers.diarize import _nearest
+
+    rng = np.random.default_rng(0)
+    centres = np.sort(rng.uniform(0, 100, 50))
+    times = np.concatenate([rng.uniform(-5, 105, 2000), centres, (centres[1:] + centres[:-1]) / 2])
+    brute = np.argmin(np.abs(times[:, None] - centres[None, :]), axis=1)
+    assert np.array_equal(_nearest(centres, times), brute)

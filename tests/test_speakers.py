@@ -278,3 +278,23 @@ def test_speech_config_through_the_pipeline(tmp_path: Path) -> None:
     assert summary["speakers"]["kept_by_num_speakers"] == {"1": 1}
     assert summary["speakers"]["kept_speech_seconds"] == pytest.approx(one["speech_ratio"] * one["duration_s"], abs=0.01)
     assert "kept speech:" in format_summary(summary)
+
+
+def test_lip_scores_stop_where_the_audio_does() -> None:
+    """Frames whose lagged audio lies past the clip's end are unscored (NaN), not compared with made-up silence."""
+    from avcurate.speakers.lipsync import MouthMotionSync
+
+    speech = speak("One two three four five six.", MALE)
+    frames = speech.size * 25 // SPEECH_RATE
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (frames, 32, 48)).astype(np.uint8)
+    sim = MouthMotionSync().similarity(crops, speech, SPEECH_RATE, 25.0, 5)
+    for row, lag in enumerate(range(-5, 6)):
+        audio_frame = np.arange(frames) + lag
+        past_end = audio_frame * SPEECH_RATE / 25 >= speech.size
+        assert np.isnan(sim[row, past_end]).all() and np.isfinite(sim[row, (audio_frame >= 0) & ~past_end]).all()
+
+
+def test_a_speaker_score_in_a_condition_needs_its_stage() -> None:
+    with pytest.raises(ConfigError, match="speakers.enabled"):
+        Config.from_dict({"filters": [{"score": "duration_s", "min": 1, "when": "lip_sync_confidence>=0.2"}]})

@@ -139,7 +139,7 @@ class OfflineDiarizer:
             mine = np.flatnonzero(of_segment == k)
             steps = max(1, round(seg.duration_s / RESOLUTION_S))
             times = seg.start_s + (np.arange(steps) + 0.5) * seg.duration_s / steps
-            nearest = mine[np.argmin(np.abs(times[:, None] - centres[mine][None, :]), axis=1)]
+            nearest = mine[_nearest(centres[mine], times)]
             cuts = np.flatnonzero(np.diff(labels[nearest])) + 1
             bounds = [seg.start_s, *(seg.start_s + cuts * seg.duration_s / steps), seg.end_s]
             runs = [[bounds[i], bounds[i + 1], int(labels[nearest[0 if i == 0 else cuts[i - 1]]])]
@@ -189,3 +189,11 @@ def _normalise(windows: np.ndarray) -> np.ndarray:
     rms = np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1, keepdims=True))
     gain = np.maximum(1.0, 10 ** (TARGET_DBFS / 20) / np.maximum(rms, 1e-9))
     return (windows * gain).astype(np.float32)
+
+
+def _nearest(sorted_centres: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Index of the centre nearest each time (the earlier one on a tie); memory linear in the segment's length."""
+    right = np.clip(np.searchsorted(sorted_centres, times), 0, sorted_centres.size - 1)
+    left = np.maximum(right - 1, 0)
+    closer_left = np.abs(times - sorted_centres[left]) <= np.abs(sorted_centres[right] - times)
+    return np.where(closer_left, left, right)

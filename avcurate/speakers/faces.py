@@ -1,9 +1,10 @@
 """Faces in a clip's frames: detected every few frames, tracked, interpolated in between, cropped every frame.
 
-Detection is the expensive part (MTCNN costs about 75 ms on a 256-pixel frame on one core), so it runs
-`faces.detect_fps` times a second; boxes and landmarks are interpolated linearly between detections, and each
-track's lip-sync backend keeps its small crop of every frame. Frames wait in a buffer only until the next
-detection, so memory stays a few frames plus the crops, whatever the clip length.
+Detection is the expensive part (MTCNN costs about 70 ms on a 512x256 frame on one core), so it runs
+`faces.detect_fps` times a second; boxes and landmarks are interpolated linearly between detections and
+smoothed over half a second, and each track's lip-sync backend keeps its crop of every frame. Frames, and the
+pixels around each face, wait only until the next detection and half a smoothing window: memory is a few frames
+plus the crops (1.5 KB per frame per face for the model-free backend, 150 KB for SyncNet's 224-pixel crops).
 """
 
 from __future__ import annotations
@@ -118,16 +119,17 @@ _SMOOTH_S = 0.5  # boxes are averaged over this long (centred) before cropping, 
 
 @dataclass(eq=False)  # compared by identity: tracks hold arrays
 class FaceTrack:
-    """One face followed through a clip: its detections, and every frame's face and the pixels around it.
+    """One face followed through a clip: its detections, every frame's face, and the backend's crop of each.
 
-    Crops are made at the end (`make_crops`), from boxes smoothed over time: a detector's box jitters by a
-    pixel or two on a still face, which would otherwise read as a moving mouth.
+    Crops are made from faces smoothed over time (`crop_ready`): a detector's box jitters by a pixel or two on a
+    still face, which would otherwise read as a moving mouth. A frame's pixels around the face wait until its
+    smoothing window is known, then only the crop is kept.
     """
 
     track_id: int
     detections: list[tuple[int, Face]]  # (frame in the clip, face) where the detector found it
     faces: dict[int, Face] = field(default_factory=dict)  # frame in the clip -> face, interpolated between detections
-    regions: dict[int, tuple[np.ndarray, int, int]] = field(default_factory=dict)  # frame -> (rgb, left, top)
+    regions: dict[int, tuple[np.ndarray, int, int]] = field(default_factory=dict)  # frame -> (rgb, left, top), until cropped
     crops: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> the lip-sync backend's crop
     missed: int = 0
 
@@ -148,39 +150,31 @@ class FaceTrack:
     def last_frame(self) -> int:
         return max(self.faces) if self.faces else self.detections[-1][0]
 
-    def make_crops(self, backend: LipSyncBackend, fps: float) -> None:
-        """The backend's crop of every frame, from the smoothed face; the kept pixels are let go."""
-        frames = range(self.first_frame, self.last_frame + 1)
-        smoothed = smooth_faces([self.faces[t] for t in frames], max(1, round(_SMOOTH_S * fps)))
-        for t, face in zip(frames, smoothed):
+    def crop_ready(self, backend: LipSyncBackend, window: int, final: bool = False) -> None:
+        """Crop every frame whose smoothing window is known (all of them when `final`), and let its pixels go:
+        a frame's region waits at most half a window past the track's last detection."""
+        known = max(self.faces)
+        ahead = window - 1 - window // 2
+        for t in sorted(self.regions):
+            if not final and t + ahead > known:
+                break
             region, left, top = self.regions.pop(t)
-            self.crops[t] = backend.crop(region, _shifted(face, -left, -top))
+            self.crops[t] = backend.crop(region, _shifted(self.smoothed(t, window, known), -left, -top))
+
+    def smoothed(self, t: int, window: int, last: int) -> Face:
+        """The face at frame t, boxes and landmarks averaged over `window` frames centred on t; the window is
+        held at the track's first frame and at `last` (edge values repeated), so streaming and the end agree."""
+        first = self.first_frame
+        faces = [self.faces[min(max(k, first), last)] for k in range(t - window // 2, t + window - window // 2)]
+        box = np.mean([f.box for f in faces], axis=0)
+        marks = None
+        if all(f.landmarks is not None for f in faces):
+            marks = np.mean([f.landmarks for f in faces], axis=0)
+        return Face(tuple(float(v) for v in box), self.faces[t].score, marks)  # type: ignore[arg-type]
 
     def crop_stack(self) -> np.ndarray:
         """Crops of frames first..last, in order (every frame of a track's span has one)."""
         return np.stack([self.crops[t] for t in range(self.first_frame, self.last_frame + 1)])
-
-
-def smooth_faces(faces: list[Face], window: int) -> list[Face]:
-    """Boxes and landmarks averaged over `window` frames centred on each (shorter at the ends)."""
-    boxes = np.array([f.box for f in faces], np.float64)
-    marks = [f.landmarks for f in faces]
-    have_marks = all(m is not None for m in marks)
-    kernel = np.ones(window)
-
-    def average(values: np.ndarray) -> np.ndarray:
-        flat = values.reshape(len(values), -1)
-        half = window // 2
-        padded = np.concatenate([np.repeat(flat[:1], half, 0), flat, np.repeat(flat[-1:], window - 1 - half, 0)])
-        out = np.stack([np.convolve(padded[:, k], kernel, "valid") / window for k in range(flat.shape[1])], axis=1)
-        return out.reshape(values.shape)
-
-    boxes = average(boxes)
-    landmarks = average(np.stack(marks)) if have_marks else None  # type: ignore[arg-type]
-    return [
-        Face(tuple(float(v) for v in boxes[i]), faces[i].score, None if landmarks is None else landmarks[i])  # type: ignore[arg-type]
-        for i in range(len(faces))
-    ]
 
 
 def _shifted(face: Face, dx: float, dy: float) -> Face:
@@ -193,7 +187,8 @@ class FaceTracker:
     """Streams a clip's frames; `finish` returns its face tracks."""
 
     def __init__(self, detector: FaceDetector, backend: LipSyncBackend, detect_every: int, fps: float) -> None:
-        self.detector, self.backend, self.detect_every, self.fps = detector, backend, max(1, detect_every), fps
+        self.detector, self.backend, self.detect_every = detector, backend, max(1, detect_every)
+        self.window = max(1, round(_SMOOTH_S * fps))
         self.live: list[FaceTrack] = []
         self.done: list[FaceTrack] = []
         self.pending: list[tuple[int, np.ndarray]] = []  # frames since the oldest live track's last detection
@@ -213,11 +208,13 @@ class FaceTracker:
             for frame_t, frame in self.pending:
                 if last_t < frame_t <= t:
                     track.keep(frame_t, frame, interpolate(last_face, face, (frame_t - last_t) / (t - last_t)))
+            track.crop_ready(self.backend, self.window)
         taken = {id(face) for _, face in matched}
         for track in [track for track in self.live if track not in [m[0] for m in matched]]:
             track.missed += 1
             if track.missed > _MAX_MISSED:
                 self.live.remove(track)
+                track.crop_ready(self.backend, self.window, final=True)
                 self.done.append(track)
         for face in faces:
             if id(face) not in taken:
@@ -256,7 +253,7 @@ class FaceTracker:
                         track.keep(frame_t, frame, last_face)
         tracks = [t for t in self.done + self.live if t.last_frame - t.first_frame + 1 >= min_frames]
         for track in tracks:
-            track.make_crops(self.backend, self.fps)
+            track.crop_ready(self.backend, self.window, final=True)
         tracks.sort(key=lambda t: (t.first_frame, t.detections[0][1].box[0]))
         for new_id, track in enumerate(tracks):
             track.track_id = new_id

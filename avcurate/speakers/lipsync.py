@@ -87,7 +87,7 @@ class MouthMotionSync:
         frames = crops.shape[0]
         out = np.full((2 * max_lag + 1, frames), np.nan)
         v = _standardise(mouth_opening(crops))
-        a = _standardise(_level(audio, rate, fps, frames + max_lag))
+        a = _standardise(_level(audio, rate, fps, frames + max_lag))  # NaN past the audio: unscored there
         if v is None or a is None:
             return out
         for row, lag in enumerate(range(-max_lag, max_lag + 1)):
@@ -115,15 +115,17 @@ def mouth_opening(crops: np.ndarray) -> np.ndarray:
 
 
 def _level(audio: np.ndarray, rate: int, fps: float, frames: int) -> np.ndarray:
-    """Per frame: the sound's level (dB) over one frame period centred on the frame's time; past the audio's
-    end, silence."""
+    """Per frame: the sound's level (dB) over one frame period centred on the frame's time (a picture is the
+    instant of its timestamp); NaN for frames past the audio's end, which have no sound to compare."""
     mono = audio.reshape(-1, audio.shape[-1]).mean(axis=0) if audio.ndim > 1 else audio
     centres = np.round(np.arange(frames) / fps * rate).astype(np.int64)
     half = max(1, round(rate / fps / 2))
     power = np.concatenate([[0.0], np.cumsum(np.square(mono.astype(np.float64)))])
     lo, hi = np.clip(centres - half, 0, mono.size), np.clip(centres + half, 0, mono.size)
-    energy = (power[hi] - power[lo]) / (2 * half)
-    return 10.0 * np.log10(energy + 10.0 ** (_LEVEL_FLOOR_DB / 10.0))
+    energy = (power[hi] - power[lo]) / np.maximum(hi - lo, 1)
+    level = 10.0 * np.log10(energy + 10.0 ** (_LEVEL_FLOOR_DB / 10.0))
+    level[centres >= mono.size] = np.nan
+    return level
 
 
 def _standardise(signal: np.ndarray) -> np.ndarray | None:
@@ -194,17 +196,18 @@ class LipResult:
 
 def score_tracks(
     tracks: list[TrackSync], stretches: list[tuple[float, float, str | None]], fps: float, n_frames: int,
-    cfg: FacesConfig, backend: LipSyncBackend,
+    cfg: FacesConfig, backend: LipSyncBackend, offset_s: float = 0.0,
 ) -> LipResult:
     """Assign each stretch of speech (clip-relative: start, end, speaker) to the face whose mouth follows it.
 
     A track's lag is chosen on all the speech it spans (many frames: a stable choice); each stretch then goes
-    to the track with the highest confidence at that lag, if it reaches the speaking threshold.
+    to the track with the highest confidence at that lag, if it reaches the speaking threshold. Stretch time t
+    is the tracks' frame time t + offset_s (the tracks were scored on the audio before the sync correction).
     """
     threshold = cfg.speaking_threshold if cfg.speaking_threshold is not None else backend.default_speaking_threshold  # type: ignore[attr-defined]
     speech = np.zeros(n_frames, bool)
     for start_s, end_s, _ in stretches:
-        speech[_frames(start_s, end_s, fps, n_frames)] = True
+        speech[_frames(start_s + offset_s, end_s + offset_s, fps, n_frames)] = True
     lags: dict[int, float | None] = {}
     for track in tracks:
         span = np.arange(track.first_frame, track.first_frame + track.similarity.shape[1])
@@ -212,7 +215,7 @@ def score_tracks(
     on_screen, visible_s, speech_s = [], 0.0, 0.0
     spoken: dict[int, list[np.ndarray]] = {}
     for start_s, end_s, speaker in stretches:
-        frames = _frames(start_s, end_s, fps, n_frames)
+        frames = _frames(start_s + offset_s, end_s + offset_s, fps, n_frames)
         speech_s += end_s - start_s
         choice: tuple[float, TrackSync] | None = None
         for track in tracks:
@@ -251,7 +254,8 @@ def _inside(track: TrackSync, frames: np.ndarray) -> np.ndarray:
 
 
 def _frames(start_s: float, end_s: float, fps: float, n_frames: int) -> np.ndarray:
-    return np.arange(max(0, math.ceil(start_s * fps)), min(n_frames, math.ceil(end_s * fps)))
+    """Frames whose time falls in [start_s, end_s) (a hair of slack: 0.28 s * 25 is 7.000000000000001)."""
+    return np.arange(max(0, math.ceil(start_s * fps - 1e-9)), min(n_frames, math.ceil(end_s * fps - 1e-9)))
 
 
 def build_lip_sync(cfg: FacesConfig) -> LipSyncBackend:

@@ -10,6 +10,7 @@ of it, and labels stay the same across clips), and each clip gets its share: spe
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ class TrackSync:
 @dataclass
 class ClipFaces:
     tracks: list[TrackSync]
-    max_faces: int  # most faces seen at one detection
+    max_faces: int  # most tracked faces (faces.min_track_s or longer) found at one detection
     n_frames: int
 
 
@@ -146,10 +147,10 @@ class SpeakerStage:
             return
         clip.face_tracks = [{"track": t.track_id, "times_s": t.frame_times_s, "boxes": t.boxes} for t in faces.tracks]
         scores.num_faces = faces.max_faces
-        # Lip sync is scored on the audio as decoded (the tracks were), so stretches are placed without the shift.
-        stretches = clip_speech(segments, turns, clip.start_s, clip.end_s).stretches()
-        result = score_tracks(faces.tracks, stretches, self.cfg.decode.fps, faces.n_frames, self.speakers.faces,
-                              self.backend)  # fmt: skip
+        # One stretch per turn, on the clip's (corrected) timeline; the tracks were scored on the audio as
+        # decoded, so the stretches are placed on their frames `shift_s` later.
+        result = score_tracks(faces.tracks, speech.stretches(), self.cfg.decode.fps, faces.n_frames,
+                              self.speakers.faces, self.backend, offset_s=shift_s)  # fmt: skip
         clip.speaker_on_screen = [s.to_dict() for s in result.on_screen]
         scores.speaker_visible_ratio = result.speaker_visible_ratio
         scores.lip_offset_ms = result.lip_offset_ms
@@ -168,7 +169,9 @@ def _speech_audio(path: str, channels: int, rate: int) -> np.ndarray:
         from torchaudio.transforms import Resample
 
         resample = Resample(rate, SPEECH_RATE)
-    parts = []
+    # Filled in place: holding the pieces and joining them would need twice the result's memory.
+    out = np.zeros(sum(math.ceil(min(chunk, total - s) * SPEECH_RATE / rate) for s in range(0, total, chunk)), np.float32)
+    filled = 0
     with open(path, "rb") as f:
         for start in range(0, total, chunk):
             block = np.frombuffer(f.read(min(chunk, total - start) * frame_bytes), np.float32).reshape(-1, channels)
@@ -176,6 +179,8 @@ def _speech_audio(path: str, channels: int, rate: int) -> np.ndarray:
             if rate != SPEECH_RATE:
                 # Chunk edges are resampled apart: a minute-long chunk makes that error negligible for speech.
                 mono = resample(torch.from_numpy(np.ascontiguousarray(mono))).numpy()
-            parts.append(mono.astype(np.float32, copy=False))
+            take = min(mono.size, out.size - filled)
+            out[filled : filled + take] = mono[:take]
+            filled += take
             heartbeat()
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return out[:filled]
