@@ -104,9 +104,9 @@ def test_who_is_speaking_on_screen(two_speakers: tuple[Scene, Clip]) -> None:
             assert stretch["track"] == (left if stretch["speaker"] == a_label else right), on_screen
     clean = [s for s in on_screen if s["end_s"] < 6.5 or s["start_s"] > 11.0]
     assert clean and all(s["track"] is not None for s in clean), on_screen
-    assert (clip.scores.speaker_visible_ratio or 0) >= 0.6
+    assert (clip.scores.speaker_visible_ratio or 0) >= 0.9
     assert abs(clip.scores.lip_offset_ms or 1e9) <= LIP_TOLERANCE_MS
-    assert (clip.scores.lip_sync_confidence or 0) >= 0.2
+    assert (clip.scores.lip_sync_confidence or 0) >= 0.4
 
 
 @pytest.mark.parametrize("offset_ms", [200.0, -120.0])
@@ -128,7 +128,7 @@ def test_speaker_rules_reject_with_reasons(tmp_path: Path) -> None:
     talking_face_video(silent_faces, speech, SPEECH_RATE, [FaceSpec(None), FaceSpec(None, mirror=True)])
     late = one_speaker_scene(tmp_path, 200.0)
     rules = [{"score": "speaker_visible_ratio", "min": 0.8, "name": "visible_speaker"}, {"score": "num_faces", "max": 1},
-             {"score": "abs_lip_offset_ms", "max": 120.0, "when": "lip_sync_confidence >= 0.2"},
+             {"score": "abs_lip_offset_ms", "max": 120.0, "when": "lip_sync_confidence >= 0.4"},
              {"score": "speech_ratio", "min": 0.3}]  # fmt: skip
     cfg = Config.from_dict({"speakers": {"enabled": True}, "clips": {"max_s": 30.0}, "filters": rules})
     (still,) = _curate(silent_faces, cfg, tmp_path)
@@ -256,11 +256,10 @@ def test_speech_config_through_the_pipeline(tmp_path: Path) -> None:
     first, second = sorted((row for row in index if "two-speakers" in row["source_uri"]), key=lambda r: r["start_s"])
     # The monologue's speaker is on screen and in sync: it passes every speaker rule.
     assert one["status"] == KEPT and one["num_speakers"] == 1 and one["speaker_visible_ratio"] == 1.0, one["reasons"]
-    # The dialogue is cut at 10 s (clips.max_s). Its first clip has two speakers sharing the time, and its
-    # overlapped turn (A with B over its end) is given to no face; its second, music and one line of B's, has
-    # too little speech. Each fails, saying why.
-    assert first["num_speakers"] == 2
-    assert [r.split(":")[0] for r in first["reasons"]] == ["dominant_speaker_share", "visible_speaker"]
+    # The dialogue is cut at 10 s (clips.max_s). Its first clip has two speakers sharing the time; its second,
+    # music and one line of B's, has too little speech. Each fails, saying why.
+    assert first["num_speakers"] == 2 and first["speaker_visible_ratio"] == 1.0
+    assert [r.split(":")[0] for r in first["reasons"]] == ["dominant_speaker_share"]
     assert second["num_speakers"] == 1 and [r.split(":")[0] for r in second["reasons"]] == ["speech_ratio"]
     # B keeps its label across the cut: turns are found over the whole source, not per clip.
     b_first = {t["speaker"] for t in first["turns"] if t["start_s"] > 3.0 and t["end_s"] < 6.0}
@@ -298,3 +297,13 @@ def test_lip_scores_stop_where_the_audio_does() -> None:
 def test_a_speaker_score_in_a_condition_needs_its_stage() -> None:
     with pytest.raises(ConfigError, match="speakers.enabled"):
         Config.from_dict({"filters": [{"score": "duration_s", "min": 1, "when": "lip_sync_confidence>=0.2"}]})
+
+
+def test_a_swaying_head_is_not_a_speaking_mouth(tmp_path: Path) -> None:
+    """Both heads sway by up to 8 px (the still-mouthed one too): the lip offset is still recovered, and only the
+    speaking mouth is given the speech."""
+    scene = one_speaker_scene(tmp_path, 120.0, seed=3, sway_px=8.0)
+    (clip,) = _curate(scene.video, _config(), tmp_path)
+    speaking = _track_at(clip, (scene.faces[0].face.box[0] + scene.faces[0].face.box[2]) / 2)
+    assert {s["track"] for s in clip.speaker_on_screen or []} == {speaking}
+    assert clip.scores.lip_offset_ms == pytest.approx(120.0, abs=LIP_TOLERANCE_MS)

@@ -29,6 +29,7 @@ _MOUTH_SIZE = (48, 32)  # width, height of the mouth crop the model-free backend
 # Mean change between consecutive crops (grey levels) under which a mouth counts as still: compression noise and
 # a detector's smoothed jitter stay under 0.5, talking mouths of the generated faces move 3 on average.
 _MOTION_FLOOR = 1.0
+_SLOW_S = 0.4  # change slower than this (a moving average over it) is removed before correlating
 _LEVEL_FLOOR_DB = -60.0  # sound quieter than this counts as silence, so dither does not make level changes
 
 
@@ -72,13 +73,14 @@ class MouthMotionSync:
 
     How open: the mouth crops' first principal component over the track, the one mode of appearance change a
     talking mouth is dominated by (opening and closing). How loud: the sound's level in dB over one frame
-    period.
+    period. Both lose what changes slower than syllables (a head swaying, a turn starting) before they are
+    compared: that is what tells a speaking mouth from a face that merely moves while someone talks.
     """
 
     name = "mouth_motion"
-    # Calibrated on generated talking faces (docs/speakers.md): a speaking mouth at its own lag scores 0.3-0.6
-    # above the median lag; a still face has no component above the noise and scores nothing.
-    default_speaking_threshold = 0.2
+    # Calibrated on generated talking faces (docs/speakers.md): a speaking mouth scores 0.74-1.8 on a turn;
+    # another face scores about 0 when still, up to 0.36 when its head sways by 8 pixels or it speaks over the turn.
+    default_speaking_threshold = 0.4
 
     def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         return mouth_crop(rgb, face)
@@ -86,8 +88,9 @@ class MouthMotionSync:
     def similarity(self, crops: np.ndarray, audio: np.ndarray, rate: int, fps: float, max_lag: int) -> np.ndarray:
         frames = crops.shape[0]
         out = np.full((2 * max_lag + 1, frames), np.nan)
-        v = _standardise(mouth_opening(crops))
-        a = _standardise(_level(audio, rate, fps, frames + max_lag))  # NaN past the audio: unscored there
+        slow = max(3, round(_SLOW_S * fps) | 1)
+        v = _standardise(_fast(mouth_opening(crops), slow))
+        a = _standardise(_fast(_level(audio, rate, fps, frames + max_lag), slow))  # NaN past the audio: unscored
         if v is None or a is None:
             return out
         for row, lag in enumerate(range(-max_lag, max_lag + 1)):
@@ -126,6 +129,18 @@ def _level(audio: np.ndarray, rate: int, fps: float, frames: int) -> np.ndarray:
     level = 10.0 * np.log10(energy + 10.0 ** (_LEVEL_FLOOR_DB / 10.0))
     level[centres >= mono.size] = np.nan
     return level
+
+
+def _fast(signal: np.ndarray, window: int) -> np.ndarray:
+    """`signal` less its centred moving average over `window` frames (NaN stays NaN): what changes at the rate
+    of syllables. Slower change, a head swaying or a turn starting, is not lip sync, and on a short turn it
+    correlates with anything else slow by chance."""
+    finite = np.isfinite(signal)
+    values = np.where(finite, signal, 0.0)
+    kernel = np.ones(window)
+    sums = np.convolve(values, kernel, "same")
+    counts = np.convolve(finite.astype(np.float64), kernel, "same")
+    return np.where(finite, signal - sums / np.maximum(counts, 1.0), np.nan)
 
 
 def _standardise(signal: np.ndarray) -> np.ndarray | None:

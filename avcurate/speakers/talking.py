@@ -339,7 +339,7 @@ def _encode(
             raise RuntimeError(f"ffmpeg failed ({proc.returncode}) writing {path}: {error.strip()}")
 
 
-def two_speaker_scene(folder: str | Path, offset_ms: float = 0.0, seed: int = 0) -> Scene:
+def two_speaker_scene(folder: str | Path, offset_ms: float = 0.0, seed: int = 0, sway_px: float = 0.0) -> Scene:
     """The standard two-speaker case, 15 s: face 0 lip-syncs speaker A (male), face 1 speaker B (female).
 
     A speaks, B answers after a pause, a longer silence, A asks and B answers over A's last words (the one
@@ -353,17 +353,18 @@ def two_speaker_scene(folder: str | Path, offset_ms: float = 0.0, seed: int = 0)
         Line("B", FEMALE, "Let us go and listen again tomorrow.", 12.2),
     ]
     return _scene(Path(folder) / f"two-speakers{offset_ms:+.0f}ms.mp4", lines, 15.0, ((10.0, 11.9),), ("A", "B"),
-                  offset_ms, seed)  # fmt: skip
+                  offset_ms, seed, sway_px)  # fmt: skip
 
 
-def one_speaker_scene(folder: str | Path, offset_ms: float = 0.0, seed: int = 0) -> Scene:
+def one_speaker_scene(folder: str | Path, offset_ms: float = 0.0, seed: int = 0, sway_px: float = 0.0) -> Scene:
     """One speaker, 8.5 s: face 0 lip-syncs speaker A (male, three lines with pauses), face 1 stays still."""
     lines = [
         Line("A", MALE, "The weather is bright and clear this morning.", 0.4),
         Line("A", MALE, "We will start the meeting at ten.", 3.5),
         Line("A", MALE, "That sounds like a plan.", 6.0),
     ]
-    return _scene(Path(folder) / f"one-speaker{offset_ms:+.0f}ms.mp4", lines, 8.5, (), ("A", None), offset_ms, seed)
+    return _scene(Path(folder) / f"one-speaker{offset_ms:+.0f}ms.mp4", lines, 8.5, (), ("A", None), offset_ms, seed,
+                  sway_px)  # fmt: skip
 
 
 def _scene(
@@ -374,6 +375,7 @@ def _scene(
     speakers: tuple[str | None, ...],
     offset_ms: float,
     seed: int,
+    sway_px: float = 0.0,
 ) -> Scene:
     """Each speaker's lines rendered on their own track (their envelope drives their face), then mixed with music."""
     fps = 25
@@ -395,6 +397,6 @@ def _scene(
         FaceSpec(None if speakers[1] is None else envelopes[speakers[1]], WIDER_CROP, mirror=True),
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    rendered = talking_face_video(path, mix, SPEECH_RATE, faces, offset_ms, fps, seed=seed)
+    rendered = talking_face_video(path, mix, SPEECH_RATE, faces, offset_ms, fps, seed=seed, sway_px=sway_px)
     turns = sorted(turns, key=lambda t: (t.start_s, t.end_s))
     return Scene(video=path, turns=turns, speakers=speakers, faces=rendered, offset_ms=offset_ms, fps=fps, audio=mix)
