@@ -9,6 +9,7 @@ of it, and labels stay the same across clips), and each clip gets its share: spe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -71,10 +72,15 @@ def prepare_speakers(cfg: Config) -> None:
     from ..models import ModelUnavailable
     from .vad import SileroVad
 
+    # On the launcher's CPU: this load only proves the models load (and fills the cache); the decoders run them.
+    speakers = cfg.speakers
+    on_cpu = dataclasses.replace(cfg, speakers=dataclasses.replace(
+        speakers, diarization=dataclasses.replace(speakers.diarization, device="cpu"),
+        faces=dataclasses.replace(speakers.faces, device="cpu")))  # fmt: skip
     try:
-        SileroVad(cfg.speakers.vad).probabilities(np.zeros(SPEECH_RATE // 10, np.float32))
-        SpeakerStage(cfg)
-        _diarizer(cfg.speakers)
+        SileroVad(speakers.vad).probabilities(np.zeros(SPEECH_RATE // 10, np.float32))
+        SpeakerStage(on_cpu)
+        _diarizer(on_cpu.speakers)
     except ModelUnavailable:
         raise
     except (ImportError, OSError, RuntimeError) as e:
