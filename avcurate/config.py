@@ -364,13 +364,17 @@ class Config:
             return cls.from_dict(yaml.safe_load(f))
 
 
-def _models(values: Any) -> ModelsConfig:
+def _build_nested(section_cls: type, values: Any, where: str, nested: dict[str, type]) -> Any:
+    """A section whose keys in `nested` are sub-sections of their own (models.visual, speakers.faces, ...)."""
     if not isinstance(values, dict):
-        raise ConfigError(f"config 'models' must be a mapping, got {type(values).__name__}")
-    nested = {"visual": VisualModelConfig, "audio": AudioModelConfig}
-    flat = _build(ModelsConfig, {k: v for k, v in values.items() if k not in nested}, "models")
-    parts = {k: _build(cls, values[k] or {}, f"models.{k}") for k, cls in nested.items() if k in values}
-    models = dataclasses.replace(flat, **parts)
+        raise ConfigError(f"config '{where}' must be a mapping, got {type(values).__name__}")
+    flat = _build(section_cls, {k: v for k, v in values.items() if k not in nested}, where)
+    parts = {k: _build(cls, values[k] or {}, f"{where}.{k}") for k, cls in nested.items() if k in values}
+    return dataclasses.replace(flat, **parts)
+
+
+def _models(values: Any) -> ModelsConfig:
+    models = _build_nested(ModelsConfig, values, "models", {"visual": VisualModelConfig, "audio": AudioModelConfig})
     if models.precision not in ("amp", "fp32"):
         raise ConfigError(f"models.precision must be 'amp' or 'fp32', got {models.precision!r}")
     if models.visual.frames_per_clip < 1 or models.max_batch_clips < 1:
@@ -379,12 +383,8 @@ def _models(values: Any) -> ModelsConfig:
 
 
 def _speakers(values: Any) -> SpeakersConfig:
-    if not isinstance(values, dict):
-        raise ConfigError(f"config 'speakers' must be a mapping, got {type(values).__name__}")
     nested = {"vad": VadConfig, "diarization": DiarizationConfig, "faces": FacesConfig}
-    flat = _build(SpeakersConfig, {k: v for k, v in values.items() if k not in nested}, "speakers")
-    parts = {k: _build(cls, values[k] or {}, f"speakers.{k}") for k, cls in nested.items() if k in values}
-    speakers = dataclasses.replace(flat, **parts)
+    speakers = _build_nested(SpeakersConfig, values, "speakers", nested)
     backend, faces = speakers.diarization.backend, speakers.faces
     if backend is not None and backend not in DIARIZATION_BACKENDS:
         raise ConfigError(f"speakers.diarization.backend must be one of {list(DIARIZATION_BACKENDS)} or null, got {backend!r}")

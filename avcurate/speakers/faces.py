@@ -144,16 +144,16 @@ class FaceTrack:
 
     @property
     def first_frame(self) -> int:
-        return min(self.faces) if self.faces else self.detections[0][0]
+        return self.detections[0][0]  # a track starts with the face it was found on (kept at that frame)
 
     @property
     def last_frame(self) -> int:
-        return max(self.faces) if self.faces else self.detections[-1][0]
+        return next(reversed(self.faces))  # `keep` is called in frame order
 
     def crop_ready(self, backend: LipSyncBackend, window: int, final: bool = False) -> None:
         """Crop every frame whose smoothing window is known (all of them when `final`), and let its pixels go:
         a frame's region waits at most half a window past the track's last detection."""
-        known = max(self.faces)
+        known = self.last_frame
         ahead = window - 1 - window // 2
         for t in sorted(self.regions):
             if not final and t + ahead > known:

@@ -109,10 +109,10 @@ class SpeakerStage:
         max_lag = max(1, round(self.speakers.faces.max_lip_offset_ms / 1000.0 * fps))
         counts: dict[int, int] = {}
         tracks = []
+        mono = audio.mean(axis=0) if audio.ndim > 1 else audio
         for track in tracker.finish(self.min_track_frames):
             for t, _ in track.detections:
                 counts[t] = counts.get(t, 0) + 1
-            mono = audio.mean(axis=0) if audio.ndim > 1 else audio
             start = track.first_frame
             similarity = self.backend.similarity(track.crop_stack(), mono[round(start / fps * rate) :], rate, fps, max_lag)
             tracks.append(TrackSync(

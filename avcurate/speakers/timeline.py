@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ class ClipSpeech:
     def speech_ratio(self) -> float:
         return round(sum(s.duration_s for s in self.segments) / self.duration_s, 4) if self.duration_s > 0 else 0.0
 
+    @functools.cached_property
     def _speaker_grid(self) -> tuple[np.ndarray, list[str]]:
         speakers = sorted({t.speaker for t in self.turns})
         grid = np.zeros((len(speakers), max(1, round(self.duration_s / _GRID_S))), bool)
@@ -35,7 +37,7 @@ class ClipSpeech:
     def num_speakers(self) -> int | None:
         if not self.diarized:
             return None
-        grid, _ = self._speaker_grid()
+        grid, _ = self._speaker_grid
         return int((grid.sum(axis=1) * _GRID_S >= _MIN_SPEAKER_S).sum())
 
     @property
@@ -43,7 +45,7 @@ class ClipSpeech:
         """Of the time anyone speaks, the share the most talkative speaker speaks in."""
         if not self.diarized:
             return None
-        grid, _ = self._speaker_grid()
+        grid, _ = self._speaker_grid
         talking = grid.any(axis=0).sum()
         return round(float(grid.sum(axis=1).max() / talking), 4) if talking else None
 
@@ -52,7 +54,7 @@ class ClipSpeech:
         """Of the time anyone speaks, the share two or more speak in at once."""
         if not (self.diarized and self.overlap_measured):
             return None
-        grid, _ = self._speaker_grid()
+        grid, _ = self._speaker_grid
         talking = grid.any(axis=0).sum()
         return round(float((grid.sum(axis=0) >= 2).sum() / talking), 4) if talking else None
 
