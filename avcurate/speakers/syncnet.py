@@ -292,11 +292,9 @@ def mfcc(pcm: np.ndarray) -> np.ndarray:
 
 def to_pcm16(audio: np.ndarray, rate: int) -> np.ndarray:
     """Mono float audio at `rate` as 16 kHz 16-bit PCM values (float64), what syncnet_python reads from its wav."""
-    audio = np.asarray(audio, np.float32)
-    if rate != SYNCNET_RATE:
-        import torchaudio.functional as AF
+    from ..models import resample_for_model
 
-        audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), rate, SYNCNET_RATE).numpy()
+    audio = resample_for_model(np.asarray(audio, np.float32), rate, SYNCNET_RATE)
     return np.clip(np.round(audio.astype(np.float64) * 32768.0), -32768, 32767)
 
 

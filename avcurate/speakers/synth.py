@@ -29,18 +29,11 @@ def speak(text: str, voice: str = MALE, rate: int = SPEECH_RATE, words_per_minut
         with wave.open(str(path)) as f:
             native = f.getframerate()
             pcm = np.frombuffer(f.readframes(f.getnframes()), np.int16).astype(np.float32) / 32768.0
-    audio = _resample(pcm, native, rate)
+    from ..models import resample_for_model
+
+    audio = resample_for_model(pcm, native, rate)
     loud = np.flatnonzero(np.abs(audio) > 1e-3)
     return audio[loud[0] : loud[-1] + 1] if loud.size else audio
-
-
-def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    if rate_in == rate_out:
-        return audio.astype(np.float32)
-    import torch
-    import torchaudio.functional as AF
-
-    return AF.resample(torch.from_numpy(audio), rate_in, rate_out).numpy().astype(np.float32)
 
 
 @dataclass(frozen=True)

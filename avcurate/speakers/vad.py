@@ -37,11 +37,9 @@ def to_speech_rate(audio: np.ndarray, rate: int) -> np.ndarray:
     audio = np.asarray(audio, np.float32)
     if audio.ndim != 1:
         raise ValueError(f"audio must be mono [samples], got shape {audio.shape}")
-    if rate == SPEECH_RATE:
-        return audio
-    import torchaudio.functional as AF
+    from ..models import resample_for_model
 
-    return AF.resample(torch.from_numpy(audio), rate, SPEECH_RATE).numpy()
+    return resample_for_model(audio, rate, SPEECH_RATE)
 
 
 class SileroVad:
