@@ -12,11 +12,13 @@ from typing import Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
+from .beam.dask import DASK
 from .beam.pipeline import LOCAL, pipeline_options, run
 from .config import Config, ConfigError
-from .fsutil import StorageError, delete_tree, is_local, write_bytes
+from .fsutil import StorageError
 from .ingest import IngestError, check_inputs
 from .learned import prepare_learned
+from .runstate import OutputError, prepare_output
 from .speakers.stage import prepare_speakers
 from .sandbox import exception_chain
 from .summary import format_summary, summarize
@@ -41,12 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output", required=True, help="output folder (local, gs:// or s3://)")
     run.add_argument(
-        "--runner", default="local", help="'local' (default: Beam's FnApiRunner, no network) or any Beam runner"
-    )
+        "--runner", default="local",
+        help="'local' (default: Beam's FnApiRunner, no network), 'dask' (a Dask cluster: --dask-address, or a local "
+        "one of --workers processes) or any Beam runner (DataflowRunner, FlinkRunner, SparkRunner, PrismRunner)",
+    )  # fmt: skip
     run.add_argument(
-        "--workers", type=int, default=2, help="local workers, each driving its own sandboxed decoder (default 2)"
+        "--workers", type=int, default=2,
+        help="local workers (or local Dask worker processes), each driving its own sandboxed decoder (default 2)",
+    )  # fmt: skip
+    run.add_argument(
+        "--dask-address", help="with --runner dask: the scheduler, e.g. tcp://HOST:8786 (default: a local cluster)"
     )
     run.add_argument("--overwrite", action="store_true", help="replace the shards, index and ledger of an earlier run")
+    run.add_argument(
+        "--incremental", action="store_true",
+        help="add to the finished run in --output only the inputs it does not have yet: its shards stay, new clips go "
+        "to new shards numbered after them, the index and ledger gain the new rows (same config required)",
+    )  # fmt: skip
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     inspect = commands.add_parser("inspect", help="summarise an output folder")
     inspect.add_argument("output")
@@ -57,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, beam_args = parser.parse_known_args(argv)
+    if getattr(args, "dask_address", None):
+        if args.runner != DASK:
+            parser.error("--dask-address needs --runner dask")
+        beam_args = [*beam_args, f"--dask_client_address={args.dask_address}"]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "inspect":
         if beam_args:
@@ -82,10 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"avcurate: {e}", file=sys.stderr)
         return 2
     output = args.output.rstrip("/")
-    if not _prepare_output(output, args.overwrite):
-        return 2
     try:
-        report = run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args, plan=plan)
+        prepared = prepare_output(output, cfg.hash, inputs, overwrite=args.overwrite, incremental=args.incremental)
+    except (OutputError, StorageError) as e:
+        print(f"avcurate: {e}", file=sys.stderr)
+        return 2
+    if prepared.resumed:
+        print(f"avcurate: resuming the unfinished run in {output}: finished sources are not decoded again",
+              file=sys.stderr)  # fmt: skip
+    try:
+        report = run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args, plan=plan,
+                     base=prepared.base)  # fmt: skip
     except Exception as e:
         problem = _storage_problem(e)
         if problem is None:
@@ -106,32 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     return 0
-
-
-def _prepare_output(output: str, overwrite: bool) -> bool:
-    try:
-        previous = [p for p in ("index.parquet", "ledger.parquet", "shards") if FileSystems.exists(f"{output}/{p}")]
-        if previous and not overwrite:
-            print(f"avcurate: {output} already holds a run ({', '.join(previous)}); pass --overwrite or pick another "
-                  "--output", file=sys.stderr)
-            return False
-        for name in previous:
-            path = f"{output}/{name}"
-            if name == "shards":
-                delete_tree(path)
-            else:
-                FileSystems.delete([path])
-        if is_local(output):
-            os.makedirs(f"{output}/shards", exist_ok=True)
-        # One small write now, so that a read-only folder, a full disk or missing credentials show before the
-        # run, not after every input was decoded.
-        check = f"{output}/.avcurate-write-check"
-        write_bytes(check, b"ok")  # not empty: an empty multipart upload is refused by S3
-        FileSystems.delete([check])
-    except (OSError, StorageError) as e:
-        print(f"avcurate: cannot write to --output {output} ({e}); pick a folder you can write to", file=sys.stderr)
-        return False
-    return True
 
 
 def _storage_problem(error: BaseException) -> str | None:

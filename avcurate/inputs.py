@@ -73,12 +73,12 @@ def clip_audio(audio: np.ndarray, from_rate: int, spec: InputSpec) -> np.ndarray
     return resample_for_model(audio[..., start : start + keep], from_rate, spec.audio_rate)
 
 
-_PARTS = ("frames", "frame_times_s", "audio")
+PARTS = ("frames", "frame_times_s", "audio")
 
 
 def save_inputs(folder: str, key: str, inputs: ModelInputs) -> None:
     os.makedirs(folder, exist_ok=True)
-    for part in _PARTS:
+    for part in PARTS:
         value = getattr(inputs, part)
         if value is not None:
             np.save(os.path.join(folder, f"{key}.{part}.npy"), value, allow_pickle=False)
@@ -86,7 +86,7 @@ def save_inputs(folder: str, key: str, inputs: ModelInputs) -> None:
 
 def load_inputs(folder: str, key: str) -> ModelInputs:
     parts = {}
-    for part in _PARTS:
+    for part in PARTS:
         path = os.path.join(folder, f"{key}.{part}.npy")
         parts[part] = np.load(path, allow_pickle=False) if os.path.exists(path) else None
     return ModelInputs(**parts)

@@ -21,6 +21,7 @@ from .clips import END, MAX_LENGTH, Segmenter
 from .config import Config, DecodeConfig
 from .decode import AlignedDecoder, AVFrame, luma
 from .encode import VideoClipWriter, mux_clip
+from .faults import fault_point
 from .filters import apply_filters, source_sync_correction, split_rules
 from .fsutil import StorageError, is_local, write_bytes
 from .inputs import FrameSampler, InputSpec, clip_audio, save_inputs
@@ -184,6 +185,7 @@ def process_source(
                     take(*lookahead.popleft())
                 last_index = frame.index
                 heartbeat((frame.index + 1) / fps)
+                fault_point("decode")
             note_cuts(detector.flush())
             while lookahead:
                 take(*lookahead.popleft())

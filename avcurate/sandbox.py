@@ -50,7 +50,8 @@ _CLONE_NEWNET = 0x40000000
 
 # The environment a decoder of local files gets; everything else (storage keys, tokens, ...) is dropped.
 _BASE_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
-             "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "HF_HOME", "HF_HUB_CACHE", "TORCH_HOME")  # fmt: skip
+             "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "HF_HOME", "HF_HUB_CACHE", "TORCH_HOME",
+             "AVCURATE_FAULTS")  # fmt: skip
 # Models the decoder loads (speaker stages) come from local files or a cache the launcher filled: never the
 # network (the child has none), never telemetry.
 _CHILD_ENV = {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "false"}

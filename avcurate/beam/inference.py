@@ -18,6 +18,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from ..config import Config, ModelsConfig
 from ..filters import reason_name
+from ..checkpoints import save_embedded
 from ..learned import LearnedFinish, LearnedPlan, mark_duplicate, mean_embedding
 from ..model import AUDIO, KEPT, VISUAL, VISUAL_FRAMES, Clip
 from .dedup import NearDuplicates
@@ -102,19 +103,29 @@ class AudioEmbedder(_ClipModelHandler):
 
 class LearnedStages(beam.PTransform):
     """PCollection[Clip kept by the decoder, with its model inputs] -> PCollection[Clip], embedded, scored,
-    judged by the rules that waited for learned scores, and de-duplicated; the inputs are dropped."""
+    judged by the rules that waited for learned scores, and de-duplicated; the inputs are dropped.
 
-    def __init__(self, cfg: Config, plan: LearnedPlan) -> None:
+    Each embedded clip is saved in the staging area (`avcurate.checkpoints`); clips an interrupted run embedded
+    arrive with their embeddings instead of inputs and skip the models."""
+
+    def __init__(self, cfg: Config, plan: LearnedPlan, staging_dir: str) -> None:
         super().__init__()
-        self.cfg, self.plan = cfg, plan
+        self.cfg, self.plan, self.staging_dir = cfg, plan, staging_dir
 
     def expand(self, clips: Any) -> Any:
         models = self.cfg.models
+        embedded_before = clips | "EmbeddedBefore" >> beam.Filter(lambda clip: clip.inputs is None)
+        clips = clips | "ToEmbed" >> beam.Filter(lambda clip: clip.inputs is not None)
         if models.visual.name is not None:
             clips = clips | "VisualEmbeddings" >> RunInference(VisualEmbedder(models))
         if models.audio.name is not None:
             clips = clips | "AudioEmbeddings" >> RunInference(AudioEmbedder(models))
-        finished = clips | "LearnedScores" >> beam.Map(_Finish(self.cfg, self.plan))
+        embedded = clips | "SaveEmbedded" >> beam.Map(_drop_inputs) | "Checkpoint" >> beam.Map(
+            lambda clip, staging: save_embedded(staging, clip), self.staging_dir
+        )
+        finished = (embedded, embedded_before) | "AllEmbedded" >> beam.Flatten() | "LearnedScores" >> beam.Map(
+            _Finish(self.cfg, self.plan)
+        )
         dedup = self.cfg.dedup
         if dedup.embedding is None:
             return finished
@@ -129,6 +140,10 @@ class LearnedStages(beam.PTransform):
             | "JoinDuplicates" >> beam.CoGroupByKey()
             | "MarkDuplicates" >> beam.MapTuple(_MarkDuplicate(dedup.threshold))
         )
+
+
+def _drop_inputs(clip: Clip) -> Clip:
+    return dataclasses.replace(clip, inputs=None)
 
 
 class _Finish:

@@ -13,7 +13,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from ..config import Config
 from ..learned import LearnedPlan, prepare_learned
 from ..speakers.stage import prepare_speakers
-from .transforms import NAMESPACE, CurateSources, ListInputs, WriteOutputs
+from .dask import DASK, AvcurateDaskOptions, DaskRunner
+from ..runstate import Base, staging_dir
+from .transforms import NAMESPACE, CurateSources, DropKnown, ListInputs, WriteOutputs
 
 LOCAL = "local"
 
@@ -34,6 +36,8 @@ def pipeline_options(runner: str, workers: int, beam_args: Sequence[str]) -> Pip
         # corrupts data once a stage's output reaches some ten thousand elements (docs/architecture.md, Runners).
         direct.direct_num_workers = 1
         direct.direct_running_mode = "in_memory"
+    elif runner == DASK:
+        options.view_as(AvcurateDaskOptions).dask_workers = workers  # for the local cluster, when no address
     else:
         options.view_as(StandardOptions).runner = runner
     return options
@@ -41,25 +45,24 @@ def pipeline_options(runner: str, workers: int, beam_args: Sequence[str]) -> Pip
 
 def build(
     p: beam.Pipeline, inputs: Sequence[str], output_dir: str, cfg: Config, plan: LearnedPlan | None = None,
-    parallel_sources: int = 1,
+    parallel_sources: int = 1, base: Base | None = None,
 ) -> Any:
     """The job graph. It carries the user's input strings only (see `ingest.check_inputs`); workers list them,
     so the graph stays the same size whether a manifest names ten videos or ten million.
 
     Configured models are loaded here once, before anything is decoded (`prepare_learned`, `prepare_speakers`):
     one that cannot be loaded stops the run with models.ModelUnavailable. A caller that prepared them already
-    passes `plan`."""
-    staging = f"{output_dir.rstrip('/')}/_staging"
+    passes `plan`. With a `base` (an incremental run), only the sources it lacks are curated, and the outputs
+    add to its own."""
+    staging = staging_dir(output_dir)
     if plan is None:
         plan = prepare_learned(cfg)
         prepare_speakers(cfg)
-    results = (
-        p
-        | "Inputs" >> beam.Create(list(enumerate(inputs)))
-        | "List" >> ListInputs()
-        | "Curate" >> CurateSources(cfg, staging, plan, parallel_sources)
-    )
-    return results | "Write" >> WriteOutputs(cfg, output_dir, staging)
+    sources = p | "Inputs" >> beam.Create(list(enumerate(inputs))) | "List" >> ListInputs()
+    if base is not None:
+        sources = sources | "NewSources" >> DropKnown(base.ledger)
+    results = sources | "Curate" >> CurateSources(cfg, staging, plan, parallel_sources)
+    return results | "Write" >> WriteOutputs(cfg, output_dir, staging, base)
 
 
 def run(
@@ -71,13 +74,14 @@ def run(
     workers: int = 2,
     beam_args: Sequence[str] = (),
     plan: LearnedPlan | None = None,
+    base: Base | None = None,
 ) -> RunReport:
-    """Run to completion on `runner` ("local", or any Beam runner name such as DataflowRunner)."""
+    """Run to completion on `runner` ("local", "dask", or any Beam runner name such as DataflowRunner)."""
     options = pipeline_options(runner, workers, beam_args)
     started = time.monotonic()
     # Beam's FnApiRunner, chosen explicitly: the DirectRunner would first try to download the Prism runner.
-    pipeline = beam.Pipeline(runner=FnApiRunner() if runner == LOCAL else None, options=options)
-    build(pipeline, inputs, output_dir, cfg, plan, parallel_sources=workers if runner == LOCAL else 1)
+    pipeline = beam.Pipeline(runner=_runner(runner), options=options)
+    build(pipeline, inputs, output_dir, cfg, plan, parallel_sources=workers if runner == LOCAL else 1, base=base)
     result = pipeline.run()
     result.wait_until_finish()
     counters = {}
@@ -85,3 +89,12 @@ def run(
         name = counter.key.metric.name
         counters[name] = counters.get(name, 0) + (counter.committed or counter.attempted or 0)
     return RunReport(wall_s=time.monotonic() - started, counters=counters)
+
+
+def _runner(name: str) -> Any:
+    """Runners we build ourselves; None leaves the choice to Beam (`--runner` in the options)."""
+    if name == LOCAL:
+        return FnApiRunner()
+    if name == DASK:
+        return DaskRunner()
+    return None

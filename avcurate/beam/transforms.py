@@ -22,17 +22,19 @@ from apache_beam.options.pipeline_options import (
     S3Options,
 )
 
+from .. import checkpoints
 from ..config import Config
+from ..faults import fault_point
 from ..filters import reason_name
 from ..fsutil import delete_tree
 from ..ingest import Listed, list_item, merge_metas, plan_input
-from ..inputs import load_inputs
 from ..learned import LearnedPlan
 from ..model import FAILED, KEPT, Clip, Source, SourceResult
 from ..process import curate_source
 from ..sandbox import Sandbox
 from ..writers.shards import ShardInfo, ShardLayout, plan_layout, shard_entry, write_shard
-from ..writers.tables import index_batch, ledger_batch, merge_index, merge_ledger, write_table
+from ..runstate import Base
+from ..writers.tables import index_batch, ledger_batch, merge_index, merge_ledger, read_table, write_table
 
 NAMESPACE = "avcurate"
 _ROWS_PER_BATCH = 2000
@@ -46,7 +48,10 @@ class _CurateSourceFn(beam.DoFn):
     in input order from the DoFn's own thread, where Beam's metrics live.
 
     With learned models, each kept clip also goes out on its own (output `CLIPS`) with its model inputs, read
-    one at a time from the folder the decoder left them in: a long source's inputs are never all in memory.
+    one at a time from the staging area: a long source's inputs are never all in memory.
+
+    A finished source is saved in the staging area (`avcurate.checkpoints`); one saved by an interrupted run is
+    loaded, not decoded again.
     """
 
     CLIPS = "clips"
@@ -60,6 +65,7 @@ class _CurateSourceFn(beam.DoFn):
         self.kept = Metrics.counter(NAMESPACE, "clips_kept")
         self.rejected = Metrics.counter(NAMESPACE, "clips_rejected")
         self.media_seconds = Metrics.counter(NAMESPACE, "media_ms")
+        self.resumed = Metrics.counter(NAMESPACE, "inputs_resumed")
 
     def setup(self) -> None:
         self.sandboxes: queue.SimpleQueue[Sandbox] = queue.SimpleQueue()
@@ -70,7 +76,7 @@ class _CurateSourceFn(beam.DoFn):
         self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="avcurate-source")
 
     def start_bundle(self) -> None:
-        self.pending: deque[Future[tuple[SourceResult, str | None]]] = deque()
+        self.pending: deque[Future[tuple[SourceResult, bool]]] = deque()
 
     def process(self, source: Source) -> Iterator[Any]:
         self.pending.append(self.pool.submit(self._curate, source))
@@ -86,32 +92,38 @@ class _CurateSourceFn(beam.DoFn):
                 else:
                     yield GlobalWindows.windowed_value(output)
 
-    def _curate(self, source: Source) -> tuple[SourceResult, str | None]:
-        """In a pool thread: one source on a free sandbox."""
+    def _curate(self, source: Source) -> tuple[SourceResult, bool]:
+        """In a pool thread: one source, from an interrupted run's checkpoint or on a free sandbox; whether it
+        was resumed."""
+        fault_point("curate")
+        done = checkpoints.load(self.staging_dir, source)
+        if done is not None:
+            return done, True
         sandbox = self.sandboxes.get()
         inputs_dir = tempfile.mkdtemp(prefix="avcurate-inputs-") if self.plan is not None else None
         try:
             spec = self.plan.spec if self.plan is not None else None
-            return curate_source(source, self.cfg, self.staging_dir, sandbox, spec, inputs_dir), inputs_dir
-        except BaseException:
-            if inputs_dir is not None:
-                shutil.rmtree(inputs_dir, ignore_errors=True)
-            raise
+            result = curate_source(source, self.cfg, self.staging_dir, sandbox, spec, inputs_dir)
+            checkpoints.save(self.staging_dir, result, inputs_dir)
+            return result, False
         finally:
             self.sandboxes.put(sandbox)
+            if inputs_dir is not None:
+                shutil.rmtree(inputs_dir, ignore_errors=True)
 
-    def _outputs(self, result: SourceResult, inputs_dir: str | None) -> Iterator[Any]:
+    def _outputs(self, result: SourceResult, resumed: bool) -> Iterator[Any]:
         self._count(result)
+        if resumed:
+            self.resumed.inc()
         yield result
-        if inputs_dir is None:
+        if self.plan is None:
             return
-        try:
-            for clip in result.clips:
-                if clip.status == KEPT:
-                    with_inputs = dataclasses.replace(clip, inputs=load_inputs(inputs_dir, clip.key))
-                    yield beam.pvalue.TaggedOutput(self.CLIPS, with_inputs)
-        finally:
-            shutil.rmtree(inputs_dir, ignore_errors=True)
+        for clip in result.clips:
+            if clip.status == KEPT:
+                # Embedded before an interruption: it goes on with its embeddings, not its inputs.
+                embedded = checkpoints.load_embedded(self.staging_dir, clip) if resumed else None
+                inputs = checkpoints.load_inputs(self.staging_dir, clip.key) if embedded is None else None
+                yield beam.pvalue.TaggedOutput(self.CLIPS, embedded or dataclasses.replace(clip, inputs=inputs))
 
     def _count(self, result: SourceResult) -> None:
         self.inputs.inc()
@@ -184,6 +196,28 @@ def _source(uri: str, listings: Iterable[tuple[Order, dict[str, Any], str | None
     return Source.from_uri(uri, merge_metas(meta for _, meta, _ in in_order), error)
 
 
+class DropKnown(beam.PTransform):
+    """PCollection[Source] -> the sources an incremental run's base does not have (by source id, from its
+    ledger, read on a worker and joined: no list of known sources in the job graph or in any one process)."""
+
+    def __init__(self, base_ledger: str) -> None:
+        super().__init__()
+        self.base_ledger = base_ledger
+
+    def expand(self, sources: Any) -> Any:
+        known = (
+            sources.pipeline
+            | "BaseLedger" >> beam.Create([self.base_ledger])
+            | "KnownIds" >> beam.FlatMap(lambda path: read_table(path, ["source_id"]).column("source_id").to_pylist())
+            | "Known" >> beam.Map(lambda source_id: (source_id, True))
+        )
+        return (
+            {"source": sources | "ById" >> beam.Map(lambda s: (s.source_id, s)), "known": known}
+            | "Join" >> beam.CoGroupByKey()
+            | "New" >> beam.FlatMap(lambda joined: [] if joined[1]["known"] else joined[1]["source"])
+        )
+
+
 class CurateSources(beam.PTransform):
     """PCollection[Source] -> PCollection[SourceResult]; kept clips are staged as MP4 under `staging_dir`.
 
@@ -205,7 +239,7 @@ class CurateSources(beam.PTransform):
         from .inference import LearnedStages
 
         curated = spread | "Curate" >> beam.ParDo(curate).with_outputs(_CurateSourceFn.CLIPS, main="results")
-        finished = curated[_CurateSourceFn.CLIPS] | "Learned" >> LearnedStages(self.cfg, self.plan)
+        finished = curated[_CurateSourceFn.CLIPS] | "Learned" >> LearnedStages(self.cfg, self.plan, self.staging_dir)
         return (
             {
                 "result": curated.results | "ResultBySource" >> beam.Map(lambda r: (r.source.source_id, r)),
@@ -233,13 +267,14 @@ class WriteOutputs(beam.PTransform):
     do meet on one worker, as Arrow batches built in parallel.
     """
 
-    def __init__(self, cfg: Config, output_dir: str, staging_dir: str) -> None:
+    def __init__(self, cfg: Config, output_dir: str, staging_dir: str, base: Base | None = None) -> None:
         super().__init__()
-        self.cfg, self.output_dir, self.staging_dir = cfg, output_dir.rstrip("/"), staging_dir
+        self.cfg, self.output_dir, self.staging_dir, self.base = cfg, output_dir.rstrip("/"), staging_dir, base
 
     def expand(self, results: Any) -> Any:
-        out, shards_cfg = self.output_dir, self.cfg.output
+        out, shards_cfg, base = self.output_dir, self.cfg.output, self.base
         prefix = shards_cfg.shard_prefix
+        first_shard = base.shards if base is not None else 0
         kept = results | "Kept" >> beam.FlatMap(lambda r: [c for c in r.clips if c.status == KEPT])
         layout = beam.pvalue.AsSingleton(
             kept
@@ -248,7 +283,8 @@ class WriteOutputs(beam.PTransform):
             | "PlanShards"
             >> beam.Map(
                 lambda entries: plan_layout(
-                    entries, prefix=prefix, max_clips=shards_cfg.shard_max_clips, max_bytes=shards_cfg.shard_max_bytes
+                    entries, prefix=prefix, max_clips=shards_cfg.shard_max_clips, max_bytes=shards_cfg.shard_max_bytes,
+                    start=first_shard,
                 )
             )
         )
@@ -268,14 +304,16 @@ class WriteOutputs(beam.PTransform):
             | "BatchClips" >> beam.BatchElements(max_batch_size=_ROWS_PER_BATCH)
             | "IndexBatches" >> beam.Map(index_batch)
             | "AllIndexBatches" >> beam.combiners.ToList()
-            | "WriteIndex" >> beam.Map(lambda batches: write_table(merge_index(batches), f"{out}/index.parquet"))
+            | "WriteIndex" >> beam.Map(lambda batches: write_table(merge_index(batches + _base_rows(base, "index")),
+                                                                  f"{out}/index.parquet"))  # fmt: skip
         )
         ledger = (
             results
             | "BatchResults" >> beam.BatchElements(max_batch_size=_ROWS_PER_BATCH)
             | "LedgerBatches" >> beam.Map(ledger_batch)
             | "AllLedgerBatches" >> beam.combiners.ToList()
-            | "WriteLedger" >> beam.Map(lambda batches: write_table(merge_ledger(batches), f"{out}/ledger.parquet"))
+            | "WriteLedger" >> beam.Map(lambda batches: write_table(merge_ledger(batches + _base_rows(base, "ledger")),
+                                                                   f"{out}/ledger.parquet"))  # fmt: skip
         )
         # Staged clips are removed only once every shard is written.
         return (
@@ -288,6 +326,13 @@ class WriteOutputs(beam.PTransform):
                 ledger_done=beam.pvalue.AsSingleton(ledger),
             )
         )
+
+
+def _base_rows(base: Base | None, table: str) -> list[Any]:
+    """The finished run's rows an incremental run keeps, unchanged."""
+    if base is None:
+        return []
+    return [read_table(base.index if table == "index" else base.ledger)]
 
 
 def _write_shard(

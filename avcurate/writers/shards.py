@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from avcurate.faults import fault_point
 from avcurate.model import KEPT, Clip
 from avcurate.writers.embeddings import SAFE_ROLE, SHARD_DTYPE, npy_bytes, sample_members, shard_arrays
 
@@ -67,12 +68,14 @@ class ShardEntry:
 
 @dataclass(frozen=True)
 class ShardLayout:
-    """Which kept clips go to which shard: consecutive key ranges, in key order, numbered from 0."""
+    """Which kept clips go to which shard: consecutive key ranges, in key order, numbered from `start` (0, or
+    the first free number when an incremental run adds shards to a finished run's)."""
 
     prefix: str
     first_keys: tuple[str, ...]  # of each shard, ascending
     n_clips: tuple[int, ...]
     n_bytes: tuple[int, ...]  # each tar's exact size
+    start: int = 0
 
     def index_of(self, key: str) -> int:
         at = bisect.bisect_right(self.first_keys, key) - 1
@@ -83,11 +86,11 @@ class ShardLayout:
     def place(self, clip: Clip) -> tuple[int, Clip]:
         """The kept `clip`'s shard number, and a copy of it naming its shard (Beam forbids mutating the input)."""
         index = self.index_of(clip.key)
-        return index, dataclasses.replace(clip, shard=shard_name(self.prefix, index))
+        return index, dataclasses.replace(clip, shard=shard_name(self.prefix, self.start + index))
 
     def plan(self, index: int, clips: Iterable[Clip]) -> ShardPlan:
         """Shard `index` with its clips (copies naming it) in key order, whatever order they arrive in."""
-        name = shard_name(self.prefix, index)
+        name = shard_name(self.prefix, self.start + index)
         ordered = sorted((dataclasses.replace(c, shard=name) for c in clips), key=lambda c: c.key)
         if len(ordered) != self.n_clips[index] or any(self.index_of(c.key) != index for c in ordered):
             raise ValueError(f"shard {name} was given clips that the plan put elsewhere")
@@ -96,6 +99,16 @@ class ShardLayout:
 
 def shard_name(prefix: str, index: int) -> str:
     return f"{prefix}-{index:06d}.tar"
+
+
+_NUMBERED = re.compile(r"-(\d{6})\.(tar|npy)$")
+
+
+def shard_number(path: str) -> int | None:
+    """The number of the shard a complete shard file or its per-shard array belongs to; None for anything else
+    (a temporary name left by an interrupted write)."""
+    found = _NUMBERED.search(path.rsplit("/", 1)[-1])
+    return int(found.group(1)) if found else None
 
 
 def sample_json(clip: Clip, shard: str) -> bytes:
@@ -123,7 +136,9 @@ def shard_entry(clip: Clip, prefix: str) -> ShardEntry:
     return ShardEntry(clip.key, clip.mp4_bytes, json_bytes, tuple(len(data) for _, data in members))
 
 
-def plan_layout(entries: Iterable[ShardEntry], *, prefix: str, max_clips: int, max_bytes: int) -> ShardLayout:
+def plan_layout(
+    entries: Iterable[ShardEntry], *, prefix: str, max_clips: int, max_bytes: int, start: int = 0
+) -> ShardLayout:
     """Fill shards with the clips in key order, each under both caps.
 
     A clip too large for `max_bytes` on its own still gets a shard, alone.
@@ -134,7 +149,7 @@ def plan_layout(entries: Iterable[ShardEntry], *, prefix: str, max_clips: int, m
 
     def members_bytes(entry: ShardEntry, shard: int) -> int:
         """The entry's members in the tar: a header block each plus block-padded data."""
-        json_bytes = entry.json_bytes + len(shard_name(prefix, shard)) - base_name
+        json_bytes = entry.json_bytes + len(shard_name(prefix, start + shard)) - base_name
         npy = sum(BLOCK + _padded(size) for size in entry.npy_bytes)
         return 2 * BLOCK + _padded(entry.mp4_bytes) + _padded(json_bytes) + npy
 
@@ -159,7 +174,7 @@ def plan_layout(entries: Iterable[ShardEntry], *, prefix: str, max_clips: int, m
         payload += size
     if first_keys:
         sizes.append(_tar_size(payload))
-    return ShardLayout(prefix, tuple(first_keys), tuple(counts), tuple(sizes))
+    return ShardLayout(prefix, tuple(first_keys), tuple(counts), tuple(sizes), start)
 
 
 def plan_shards(clips: list[Clip], *, prefix: str, max_clips: int, max_bytes: int) -> list[ShardPlan]:
@@ -194,6 +209,7 @@ def write_shard(plan: ShardPlan, shards_dir: str, embeddings_dir: str | None = N
         with tarfile.open(fileobj=out, mode="w|", format=TAR_FORMAT) as tar:
             for clip in plan.clips:
                 _add_clip(tar, clip, plan.name)
+                fault_point("shard")
     return ShardInfo(plan.name, len(plan.clips), out.n_bytes, out.sha256, embedding_files=arrays)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 from avcurate.filters import reason_name
 from avcurate.model import KEPT, REJECTED, Clip, ClipScores, ProbeInfo, SourceResult
@@ -305,6 +306,12 @@ def write_table(table: pa.Table, path: str) -> None:
     """Write Parquet through FileSystems, atomically (temp name, then rename) and byte-reproducibly."""
     with atomic_create(path, "application/vnd.apache.parquet") as out:
         pq.write_table(table, out, **_PARQUET_OPTIONS)
+
+
+def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
+    """A table this module wrote (an earlier run's index or ledger), through FileSystems."""
+    with FileSystems.open(path) as f:
+        return pq.read_table(f, columns=columns).replace_schema_metadata(None)
 
 
 def canonical_json(value: Any) -> str:

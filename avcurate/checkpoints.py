@@ -1,0 +1,136 @@
+"""What an interrupted run already finished, so the same command run again does only the rest.
+
+A source is finished once its result is saved here (`{staging}/_done/{source_id}.json`), after its kept clips
+and their model inputs were staged: the result file is written last, whole (temporary name, then rename), so
+its presence means everything it names is there. A rerun loads finished sources instead of decoding them again;
+Failed sources are finished too: a file that timed out is not tried again.
+
+With learned models, a kept clip's model inputs wait in the staging area until the clip is embedded; its
+embeddings are then saved (`{staging}/_embedded/{key}.npz`) and its inputs deleted, so the staging area holds
+inputs only for clips in flight, and a rerun embeds only the clips that were not. Scores, rules and
+near-duplicates, cheap and run-wide, are recomputed; shards, index and ledger are written anew from all
+results, byte-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+
+from .fsutil import filesystems, is_local, write_bytes
+from .inputs import PARTS
+from .inputs import load_inputs as load_local_inputs
+from .model import KEPT, Clip, ModelInputs, Source, SourceResult
+from .replies import source_result
+from .sandbox import _plain
+
+_DONE = "_done"
+_INPUTS = "_inputs"
+_EMBEDDED = "_embedded"
+_MODELS = "__models__"  # the npz member holding the clip's model cards, as JSON
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.rstrip("/") for p in parts)
+
+
+def done_path(staging_dir: str, source_id: str) -> str:
+    return _join(staging_dir, _DONE, f"{source_id}.json")
+
+
+def inputs_path(staging_dir: str, key: str, part: str) -> str:
+    return _join(staging_dir, _INPUTS, f"{key}.{part}.npy")
+
+
+def save(staging_dir: str, result: SourceResult, inputs_dir: str | None) -> None:
+    """Mark `result`'s source finished; its kept clips' model inputs (files in `inputs_dir`, see
+    `avcurate.inputs.save_inputs`) move to the staging area first."""
+    if inputs_dir is not None:
+        for clip in result.clips:
+            if clip.status != KEPT:
+                continue
+            for part in PARTS:
+                local = os.path.join(inputs_dir, f"{clip.key}.{part}.npy")
+                if os.path.exists(local):
+                    _move(local, inputs_path(staging_dir, clip.key, part))
+    data = dataclasses.asdict(dataclasses.replace(result, source=None))  # the source is the caller's own
+    write_bytes(done_path(staging_dir, result.source.source_id), json.dumps(data, default=_plain).encode())
+
+
+def load(staging_dir: str, source: Source) -> SourceResult | None:
+    """`source`'s saved result, or None if it was not finished."""
+    raw = _read(done_path(staging_dir, source.source_id))
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    data.pop("source")
+    return source_result(data, source)
+
+
+def load_inputs(staging_dir: str, key: str) -> ModelInputs:
+    """A kept clip's model inputs, from the staging area."""
+    if is_local(staging_dir):
+        return load_local_inputs(_join(staging_dir, _INPUTS), key)
+    parts: dict[str, Any] = {}
+    for part in PARTS:
+        data = _read(inputs_path(staging_dir, key, part))
+        parts[part] = np.load(io.BytesIO(data), allow_pickle=False) if data is not None else None
+    return ModelInputs(**parts)
+
+
+def save_embedded(staging_dir: str, clip: Clip) -> Clip:
+    """Save the embedded `clip`'s embeddings and model cards, then delete its model inputs; the clip."""
+    buffer = io.BytesIO()
+    models = np.frombuffer(json.dumps(clip.models, sort_keys=True).encode(), np.uint8)
+    np.savez(buffer, **clip.embeddings, **{_MODELS: models})
+    write_bytes(_join(staging_dir, _EMBEDDED, f"{clip.key}.npz"), buffer.getvalue())
+    paths = [inputs_path(staging_dir, clip.key, part) for part in PARTS]
+    fs = filesystems()
+    for path in paths:
+        if is_local(path):
+            if os.path.exists(path):
+                os.unlink(path)
+        elif fs.exists(path):
+            fs.delete([path])
+    return clip
+
+
+def load_embedded(staging_dir: str, clip: Clip) -> Clip | None:
+    """`clip` with the embeddings an interrupted run saved for it, or None."""
+    path = _join(staging_dir, _EMBEDDED, f"{clip.key}.npz")
+    data = _read(path)
+    if data is None:
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        embeddings = {role: arrays[role] for role in arrays.files if role != _MODELS}
+        models = json.loads(arrays[_MODELS].tobytes())
+    return dataclasses.replace(clip, embeddings=embeddings, models=models)
+
+
+def _read(path: str) -> bytes | None:
+    if is_local(path):
+        if not os.path.exists(path):
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+    fs = filesystems()
+    if not fs.exists(path):
+        return None
+    with fs.open(path) as f:
+        return f.read()
+
+
+def _move(local: str, target: str) -> None:
+    if is_local(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.move(local, target)  # a rename when both are on one disk
+        return
+    with open(local, "rb") as f:
+        write_bytes(target, f.read())
+    os.unlink(local)

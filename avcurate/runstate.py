@@ -1,0 +1,166 @@
+"""What `--output` holds before a run starts, and what the run does about it: start, resume, add to, refuse.
+
+- Empty: a fresh run.
+- An unfinished run (its staging area has `_run.json`): the same command resumes it. Sources finished before
+  the interruption are not decoded again (`avcurate.checkpoints`); shards, index and ledger are written anew
+  from all results, byte-identical to an uninterrupted run. Another config or other inputs: refused, since the
+  finished sources were curated for the first command.
+- A finished run: refused, unless `--overwrite` (start over) or `--incremental` (add the sources it does not
+  have yet: see `Base`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from .fsutil import StorageError, delete_tree, filesystems, is_local, write_bytes
+from .writers.shards import shard_number
+
+STAGING = "_staging"
+_RECORD = "_run.json"
+_BASE = "_base"
+FINAL = ("index.parquet", "ledger.parquet", "shards", "embeddings")
+
+
+class OutputError(Exception):
+    """--output cannot be used as asked; the message says why and what to pass instead."""
+
+
+@dataclass(frozen=True)
+class Base:
+    """The finished run an incremental run adds to. Its shards stay as they are; the new sources' kept clips
+    go to new shards numbered from `shards` on; the index and ledger are rewritten with the base's rows
+    unchanged plus the new ones. The base's index and ledger are copied to the staging area first, so an
+    interrupted incremental run resumes from the same base."""
+
+    index: str
+    ledger: str
+    shards: int
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    config_hash: str
+    inputs: tuple[str, ...]
+    incremental: bool
+    base_shards: int | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    resumed: bool
+    base: Base | None
+
+
+def staging_dir(output: str) -> str:
+    return f"{output.rstrip('/')}/{STAGING}"
+
+
+def prepare_output(
+    output: str, config_hash: str, inputs: Sequence[str], *, overwrite: bool, incremental: bool
+) -> Prepared:
+    """Get `output` ready for the run; OutputError when it cannot be used as asked, StorageError when it
+    cannot be written."""
+    fs = filesystems()
+    out = output.rstrip("/")
+    record_path = f"{staging_dir(out)}/{_RECORD}"
+    try:
+        unfinished = _read_record(record_path)
+        finished = [name for name in FINAL if fs.exists(f"{out}/{name}")]
+        if overwrite:
+            _delete(out, [*FINAL, STAGING])
+            unfinished, finished = None, []
+        if unfinished is not None:
+            wanted = RunRecord(config_hash, tuple(inputs), incremental, unfinished.base_shards)
+            if wanted != unfinished:
+                raise OutputError(
+                    f"{out} holds an unfinished run of another command (other config, inputs or --incremental); run "
+                    "that command again to finish it, or pass --overwrite to start over"
+                )
+            _clear_partial_outputs(out, unfinished.base_shards)
+            base = _base(out, unfinished.base_shards) if incremental else None
+            return Prepared(resumed=True, base=base)
+        if finished and not incremental:
+            raise OutputError(
+                f"{out} already holds a run ({', '.join(finished)}); pass --overwrite to replace it, --incremental to "
+                "add the inputs it does not have yet, or pick another --output"
+            )
+        base_shards = None
+        if incremental and finished:
+            base_shards = _copy_base(out, config_hash)
+        if is_local(out):
+            os.makedirs(f"{out}/shards", exist_ok=True)
+        record = RunRecord(config_hash, tuple(inputs), incremental, base_shards)
+        write_bytes(record_path, json.dumps(asdict(record)).encode())  # also proves --output is writable
+        return Prepared(resumed=False, base=_base(out, base_shards) if base_shards is not None else None)
+    except (OSError, StorageError) as e:
+        raise StorageError(f"cannot write to --output {out} ({e}); pick a folder you can write to") from e
+
+
+def _read_record(path: str) -> RunRecord | None:
+    fs = filesystems()
+    if not fs.exists(path):
+        return None
+    with fs.open(path) as f:
+        data = json.loads(f.read())
+    return RunRecord(data["config_hash"], tuple(data["inputs"]), data["incremental"], data.get("base_shards"))
+
+
+def _base(out: str, shards: int | None) -> Base | None:
+    if shards is None:
+        return None
+    folder = f"{staging_dir(out)}/{_BASE}"
+    return Base(f"{folder}/index.parquet", f"{folder}/ledger.parquet", shards)
+
+
+def _copy_base(out: str, config_hash: str) -> int:
+    """Copy the finished run's index and ledger aside; the number of its shards."""
+    import pyarrow.parquet as pq
+
+    fs = filesystems()
+    with fs.open(f"{out}/index.parquet") as f:
+        hashes = set(pq.read_table(f, columns=["config_hash"]).column("config_hash").to_pylist())
+    if hashes - {config_hash}:
+        raise OutputError(
+            f"{out} was curated with another config (config_hash {', '.join(sorted(hashes - {config_hash}))}); an "
+            "incremental run must use the same config, so that every clip of the dataset is curated alike"
+        )
+    folder = f"{staging_dir(out)}/{_BASE}"
+    for name in ("index.parquet", "ledger.parquet"):
+        with fs.open(f"{out}/{name}") as f:
+            write_bytes(f"{folder}/{name}", f.read())
+    numbers = [shard_number(path) for path in _files(f"{out}/shards")]
+    return max((n for n in numbers if n is not None), default=-1) + 1
+
+
+def _clear_partial_outputs(out: str, base_shards: int | None) -> None:
+    """Remove what the interrupted attempt wrote after its base: it is all written again, and a half-written
+    file (a temporary name left by a kill) must not stay."""
+    if base_shards is None:
+        _delete(out, FINAL)
+        return
+    _delete(out, ("index.parquet", "ledger.parquet"))
+    written = [*_files(f"{out}/shards"), *_files(f"{out}/embeddings")]
+    stale = [path for path in written if (number := shard_number(path)) is None or number >= base_shards]
+    if stale:
+        filesystems().delete(stale)
+
+
+def _files(folder: str) -> list[str]:
+    """Every file under `folder`, hidden ones included (a killed writer's temporary names start with a dot)."""
+    if is_local(folder):
+        return [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
+    return [m.path for m in filesystems().match([f"{folder}/**"])[0].metadata_list]
+
+
+def _delete(out: str, names: Sequence[str]) -> None:
+    fs = filesystems()
+    for name in names:
+        path = f"{out}/{name}"
+        if name in ("shards", "embeddings", STAGING):
+            delete_tree(path)
+        elif fs.exists(path):
+            fs.delete([path])
