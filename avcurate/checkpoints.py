@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .faults import fault_point
 from .fsutil import filesystems, is_local, write_bytes
 from .inputs import PARTS
 from .inputs import load_inputs as load_local_inputs
@@ -90,6 +91,7 @@ def save_embedded(staging_dir: str, clip: Clip) -> Clip:
     models = np.frombuffer(json.dumps(clip.models, sort_keys=True).encode(), np.uint8)
     np.savez(buffer, **clip.embeddings, **{_MODELS: models})
     write_bytes(_join(staging_dir, _EMBEDDED, f"{clip.key}.npz"), buffer.getvalue())
+    fault_point("embedded")
     paths = [inputs_path(staging_dir, clip.key, part) for part in PARTS]
     fs = filesystems()
     for path in paths:

@@ -105,16 +105,15 @@ class _DoFnPool:
         self.idle: collections.OrderedDict[tuple[str, int], list[Any]] = collections.OrderedDict()
         atexit.register(self.close)
 
-    def take(self, step: str, fn: bytes) -> tuple[Any, Any, Any, bool]:
+    def take(self, step: str, fn: bytes) -> tuple[Any, ...]:
         key = (step, hash(fn))
         with self.lock:
             if self.idle.get(key):
                 self.idle.move_to_end(key)
                 return (*self.idle[key].pop(), False)
-        do_fn, args, kwargs = pickler.loads(fn)
-        return do_fn, args, kwargs, True
+        return (*pickler.loads(fn), True)
 
-    def give_back(self, step: str, fn: bytes, instance: tuple[Any, Any, Any]) -> None:
+    def give_back(self, step: str, fn: bytes, instance: tuple[Any, ...]) -> None:
         evicted = []
         with self.lock:
             self.idle.setdefault((step, hash(fn)), []).append(instance)
@@ -124,14 +123,14 @@ class _DoFnPool:
                 evicted.append(instances.pop(0))
                 if not instances:
                     self.idle.popitem(last=False)
-        for do_fn, _, _ in evicted:
+        for do_fn, *_ in evicted:
             do_fn.teardown()
 
     def close(self) -> None:
         with self.lock:
             instances = [i for group in self.idle.values() for i in group]
             self.idle.clear()
-        for do_fn, _, _ in instances:
+        for do_fn, *_ in instances:
             try:
                 do_fn.teardown()
             except Exception:  # the process is exiting: nothing more to do for it
@@ -141,11 +140,9 @@ class _DoFnPool:
 _POOL = _DoFnPool()
 
 
-def _run_bundle(
-    items: Iterable[Any], *sides: list[Any], fn: bytes, step: str, side_views: list[tuple[Any, dict[str, Any]]]
-) -> list[_BundleOutputs]:
+def _run_bundle(items: Iterable[Any], fn: bytes, step: str, *sides: list[Any]) -> list[_BundleOutputs]:
     """One Dask partition through one DoFn, as one Beam bundle: start, process each, finish."""
-    do_fn, args, kwargs, fresh = _POOL.take(step, fn)
+    do_fn, args, kwargs, side_views, fresh = _POOL.take(step, fn)
     receivers = _Receivers()
     handler = _OutputHandler(
         window_fn=GlobalWindows(), main_receivers=receivers[None], tagged_receivers=receivers,
@@ -175,7 +172,7 @@ def _run_bundle(
         raise
     finally:
         statesampler.set_current_tracker(None)
-    _POOL.give_back(step, fn, (do_fn, args, kwargs))
+    _POOL.give_back(step, fn, (do_fn, args, kwargs, side_views))
     counters = {
         (key.metric.namespace, key.metric.name): value for key, value in container.get_cumulative().counters.items()
     }
@@ -251,20 +248,28 @@ class _Translator(PipelineVisitor):
             self.bags[output] = bag
 
     def _par_do(self, node: AppliedPTransform, transform: beam.ParDo, inputs: list[Any]) -> None:
-        import dask
+        """The ParDo's bundles as a graph layer of our own: Dask's helpers (delayed arguments, bag reductions)
+        would optimise the graph behind each side input, copying every task upstream of it under new names."""
+        import dask.bag as db
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
 
         (bag,) = inputs
         args, kwargs = transform.raw_side_inputs
-        side_views, side_values = [], []
-        for side in node.side_inputs:
-            self.consumed.add(side.pvalue)
-            side_views.append((type(side), side._view_options()))
-            # Computed once, as one value in the graph, and sent to every task that reads it.
-            side_values.append(dask.delayed(_concat)(self.bags[side.pvalue].to_delayed(optimize_graph=False)))
-        bundles = bag.map_partitions(
-            _run_bundle, *side_values, fn=pickler.dumps((transform.fn, args, kwargs)), step=node.full_label,
-            side_views=side_views,
-        )  # fmt: skip
+        side_bags = [self.bags[side.pvalue] for side in node.side_inputs]
+        self.consumed.update(side.pvalue for side in node.side_inputs)
+        views = [(type(side), side._view_options()) for side in node.side_inputs]
+        fn = pickler.dumps((transform.fn, args, kwargs, views))
+        name = f"beam-{tokenize(node.full_label, fn, bag.name, *(b.name for b in side_bags))}"
+        layer: dict[Any, Any] = {f"{name}-fn": fn}  # the DoFn (config, model plans, ...) once, not per partition
+        sides = []
+        for i, side in enumerate(side_bags):  # each side input computed once, sent to every task reading it
+            layer[(f"{name}-side", i)] = (_concat, [(side.name, j) for j in range(side.npartitions)])
+            sides.append((f"{name}-side", i))
+        for i in range(bag.npartitions):
+            layer[(name, i)] = (_run_bundle, (bag.name, i), f"{name}-fn", node.full_label, *sides)
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=[bag, *side_bags])
+        bundles = db.Bag(graph, name, bag.npartitions)
         self.counters.append(bundles.map_partitions(_counters))
         for tag, output in node.outputs.items():
             self.bags[output] = bundles.map_partitions(_outputs, None if tag in (None, "None") else tag)
