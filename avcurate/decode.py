@@ -478,24 +478,29 @@ class AlignedDecoder:
                     sound = frame
             if picture is not None and (sound is not None or not audio):
                 break
+            if picture is not None and picture.time is not None and packet.pts is not None and (
+                packet.pts * packet.time_base > picture.time + self.max_interleave_s
+            ):
+                break  # no audio near the first picture: the seek does without its phase (_in_phase)
         return picture, sound
 
     def _in_phase(self, frame: av.AudioFrame) -> av.AudioFrame | None:
-        """The first audio frame after a seek, less its first samples up to the resampler's phase in a decode
-        from the start (counted from that decode's first audio frame), so the resampler computes the same
-        output samples. Resampling from `rate` to the target repeats every rate / gcd(rate, target) samples."""
+        """The first audio after a seek, less its first samples up to the resampler's phase in a decode from the
+        start (counted from that decode's first audio frame), so the resampler computes the same output samples.
+        Resampling from `rate` to the target repeats every rate / gcd(rate, target) samples. None: all cut."""
         first = self._first_audio
-        self._first_audio = None
-        if first is None or first.pts is None or frame.pts is None or frame.time_base is None:
+        if first.pts is None or frame.pts is None or frame.time_base is None:
+            self._first_audio = None
             return frame
         rate = frame.sample_rate
         period = rate // math.gcd(rate, self.cfg.sample_rate)
         offset = round((frame.pts * frame.time_base - first.pts * first.time_base) * rate)
         skip = -offset % period
+        if skip >= frame.samples:  # a short frame: the next one is cut instead
+            return None
+        self._first_audio = None
         if not skip:
             return frame
-        if skip >= frame.samples:
-            return None
         step = 1 if frame.format.is_planar else len(frame.layout.channels)
         trimmed = av.AudioFrame.from_ndarray(
             frame.to_ndarray()[:, skip * step :], format=frame.format.name, layout=frame.layout.name
