@@ -1,4 +1,5 @@
-"""Where clips end: at the shot detector's cuts (`avcurate/shots/`), at the maximum length, at the end."""
+"""Where clips end: at the shot detector's cuts (`avcurate/shots/`), at the maximum length, at the end (of the
+source, or of the span a worker curates: `avcurate/spans.py`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from .config import ClipConfig
 
 MAX_LENGTH = "max_length"
 END = "end"
+SPAN_END = "span_end"  # the end of a span of a split source: the next span starts a new clip there
 
 
 class Segmenter:

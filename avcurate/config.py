@@ -33,6 +33,9 @@ class DecodeConfig:
     max_timeout_s: float = 7200.0
     memory_limit_mb: int = 3072  # cap on what the sandboxed decoder process allocates (RLIMIT_DATA)
     threads: int = 1  # decoder and encoder threads per worker; parallelism comes from workers
+    # Sources longer than 1.5x this are split into spans of about this length that different workers decode
+    # (avcurate/spans.py), so one long source does not keep one worker busy for hours; 0: never split.
+    span_s: float = 600.0
 
 
 @dataclass(frozen=True)

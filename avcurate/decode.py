@@ -22,6 +22,7 @@ paired with video (more waits in a temporary file), whatever the source length.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections import deque
@@ -177,13 +178,25 @@ class _AudioTimeline:
         self.missing = 0  # samples handed out as silence because the source had no audio for them
         self.late = 0  # samples that came after their frames had been handed out with silence (dropped)
         self._silent = (0, 0)  # the last stretch `take` handed out as silence for audio not yet there
+        self._anchor_to_first = False  # `start_at`: the first audio pushed may move the start back to itself
         self._memory_limit = int(memory_s * rate)
         self.in_memory = 0  # samples held in memory
         self.peak_in_memory = 0
         self._spill: Any = None  # the temporary file, made when first needed
         self._spill_read = self._spill_write = 0  # byte offsets: the file is a queue
 
+    def start_at(self, sample: int) -> None:
+        """Start the timeline at `sample` rather than 0 (a span, decoded after a seek), or at the first audio
+        pushed if that comes earlier: audio is then placed by its own timestamps, as in a decode from the start,
+        not moved by up to `_AUDIO_SLACK` onto this boundary (and every later sample with it)."""
+        self.start = self.end = sample
+        self._anchor_to_first = True
+
     def push(self, samples: np.ndarray, at: int | None) -> None:
+        if self._anchor_to_first:
+            self._anchor_to_first = False
+            if at is not None and at < self.start:
+                self.start = self.end = at
         at = self.end if at is None else at
         slack = int(_AUDIO_SLACK * self.rate)
         if at > self.end + slack:  # a gap (or late-starting audio): fill with silence
@@ -255,11 +268,28 @@ class _AudioTimeline:
         return out, silent
 
 
-class AlignedDecoder:
-    """Iterate `AVFrame`s of one open container. `rotation` and counters are filled in while decoding."""
+# A span's decode starts this far before its first frame (and at the keyframe before that), so that the audio
+# decoder's overlap and the resampler's filter are warm when the span's first frame comes.
+SPAN_PREROLL_S = 1.0
 
-    def __init__(self, container: Any, cfg: DecodeConfig, *, max_interleave_s: float = 30.0) -> None:
+
+class AlignedDecoder:
+    """Iterate `AVFrame`s of one open container. `rotation` and counters are filled in while decoding.
+
+    With `start_frame`/`end_frame`, only output frames [start_frame, end_frame) come out, on the source's own
+    timeline (the same indices, pictures and audio samples as a decode from the start): the decoder seeks to
+    the keyframe before start_frame - `SPAN_PREROLL_S` instead of decoding what comes before.
+    """
+
+    def __init__(
+        self, container: Any, cfg: DecodeConfig, *, max_interleave_s: float = 30.0, start_frame: int = 0,
+        end_frame: int | None = None,
+    ) -> None:
         self.container, self.cfg = container, cfg
+        self.start_frame, self.end_frame = start_frame, end_frame
+        self.reached_end_frame = False  # stopped at end_frame, before the source's end
+        self._first_audio: av.AudioFrame | None = None  # a span's: the first audio frame of a decode from the start
+        self.pictures_decoded = 0  # video frames out of the codec: what a span's seek saves
         self.video_stream, self.audio_stream = main_streams(container)
         for stream in (self.video_stream, self.audio_stream):
             stream.thread_type = "AUTO"
@@ -312,6 +342,12 @@ class AlignedDecoder:
         tb = self.video_stream.time_base or Fraction(1, 90000)
         # slot = round(ticks * tb * fps), in integers: no Fraction per frame, no float rounding at ties.
         self._slot_num, self._slot_den = tb.numerator * self._fps_num, tb.denominator * self._fps_den
+        # A span starting within the pre-roll is decoded from the start: a seek there gains nothing, and a decoder
+        # flushed by a seek to the start does not always decode the first packets as a fresh one does (AAC).
+        seeked = self.start_frame > SPAN_PREROLL_S * self.fps
+        if seeked:
+            first_pts = self._seek_to_span(tb)
+            origin = float(first_pts * tb)
         rate = self.video_stream.average_rate or self.fps
         nominal_ticks = max(1, round(1 / (rate * tb)))  # one source frame, for frames without pts or duration
         pending: tuple[av.VideoFrame, int] | None = None  # last decoded frame and its ticks, not yet superseded
@@ -331,14 +367,18 @@ class AlignedDecoder:
             ):
                 index, frame = queue.popleft()
                 audio, missing = self.audio.take(self.sample_boundary(index + 1))
-                yield AVFrame(index, frame, audio, missing)
+                if index >= self.start_frame:  # a span's pre-roll only moves the audio timeline on
+                    yield AVFrame(index, frame, audio, missing)
 
         def emit_until(slot: int) -> None:
             """The pending frame fills output slots up to, not including, `slot`."""
             nonlocal next_index
             converted = None
+            if self.end_frame is not None:
+                slot = min(slot, self.end_frame)
             while next_index < slot:
-                converted = converted or self._convert(pending[0])
+                if next_index >= self.start_frame:
+                    converted = converted or self._convert(pending[0])
                 queue.append((next_index, converted))
                 next_index += 1
 
@@ -346,7 +386,7 @@ class AlignedDecoder:
             if kind == "audio":
                 if frame is None:
                     audio_done = True
-                elif origin is None:  # placed once the first video frame fixes the timeline origin
+                elif pending is None:  # placed once the first video frame fixes the timeline (origin, or span start)
                     first_audio_s = frame.time if first_audio_s is None else first_audio_s
                     early_audio.append(frame)
                     # The first video frame cannot be further behind this audio than the interleave window, and
@@ -363,13 +403,19 @@ class AlignedDecoder:
                     self.rotation = normalise_rotation(getattr(frame, "rotation", 0) or 0)
                     if first_audio_s is not None:
                         self.audio_lead_s = max(0.0, origin - first_audio_s)
-                    for early in early_audio:
-                        self._push_audio(early, origin)
-                    early_audio.clear()
                 if pts is not None:
                     ticks = pts - first_pts
                 else:  # no timestamp: one nominal source frame after the previous one
                     ticks = pending[1] + nominal_ticks if pending is not None else 0
+                if pending is None:
+                    if seeked:  # the first picture after the seek: the timeline resumes at its slot
+                        next_index = self._slot(ticks)
+                        if next_index > self.start_frame:
+                            raise DecodeError(f"seeking landed after frame {self.start_frame}, the span's start")
+                        self.audio.start_at(self.sample_boundary(next_index))
+                    for early in early_audio:
+                        self._push_audio(early, origin)
+                    early_audio.clear()
                 if pending is not None:
                     if ticks <= pending[1]:  # out-of-order or duplicate timestamp: keep the earlier frame
                         continue
@@ -378,6 +424,9 @@ class AlignedDecoder:
                     emit_until(self._slot(ticks))
                 pending = (frame, ticks)
             yield from ready()
+            if self.end_frame is not None and next_index >= self.end_frame and not queue:
+                self.reached_end_frame = True
+                return
         if pending is None:
             raise DecodeError("no decodable video frame in the source (corrupt or truncated video stream)")
         frame, ticks = pending
@@ -387,6 +436,78 @@ class AlignedDecoder:
         emit_until(max(self._slot(ticks + duration), 1))
         audio_done = True
         yield from ready()
+
+    def _seek_to_span(self, tb: Fraction) -> int:
+        """Find the origin (the first picture's pts), then seek to a keyframe before `start_frame`, less the pre-roll.
+
+        A demuxer may land on a keyframe after the time asked for (a sparse or wrong index): the landing is
+        checked, and such a span is decoded from the source's start instead, slower but on the same timeline.
+        """
+        first, self._first_audio = self._first_frames()
+        if first is None:
+            raise DecodeError("no decodable video frame in the source (corrupt or truncated video stream)")
+        first_pts = first.pts if first.pts is not None else 0
+        self.rotation = normalise_rotation(getattr(first, "rotation", 0) or 0)
+        self._convert(first)  # the output size is the first picture's, as in a decode from the start
+        target = first_pts + int((self.start_frame / self.fps - Fraction(SPAN_PREROLL_S)) / tb)
+        self.container.seek(target, stream=self.video_stream)
+        landed, _ = self._first_frames(audio=False)
+        if landed is None or landed.pts is None or self._slot(landed.pts - first_pts) > self.start_frame:
+            target = first_pts
+        self.container.seek(target, stream=self.video_stream)
+        return first_pts
+
+    def _first_frames(self, audio: bool = True) -> tuple[av.VideoFrame | None, av.AudioFrame | None]:
+        """The first picture (and audio frame) decodable from the demuxer's position."""
+        streams = (self.video_stream, self.audio_stream) if audio else (self.video_stream,)
+        picture = sound = None
+        for packet in self.container.demux(*streams):
+            if packet.stream.index == self.video_stream.index and picture is not None:
+                continue
+            if packet.stream.index == self.audio_stream.index and sound is not None:
+                continue
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                continue  # a damaged packet: the decode proper meets and counts it
+            for frame in frames[:1]:
+                if packet.stream.index == self.video_stream.index:
+                    self.pictures_decoded += 1
+                    picture = frame
+                else:
+                    sound = frame
+            if picture is not None and (sound is not None or not audio):
+                break
+            if picture is not None and picture.time is not None and packet.pts is not None and (
+                packet.pts * packet.time_base > picture.time + self.max_interleave_s
+            ):
+                break  # no audio near the first picture: the seek does without its phase (_in_phase)
+        return picture, sound
+
+    def _in_phase(self, frame: av.AudioFrame) -> av.AudioFrame | None:
+        """The first audio after a seek, less its first samples up to the resampler's phase in a decode from the
+        start (counted from that decode's first audio frame), so the resampler computes the same output samples.
+        Resampling from `rate` to the target repeats every rate / gcd(rate, target) samples. None: all cut."""
+        first = self._first_audio
+        if first.pts is None or frame.pts is None or frame.time_base is None:
+            self._first_audio = None
+            return frame
+        rate = frame.sample_rate
+        period = rate // math.gcd(rate, self.cfg.sample_rate)
+        offset = round((frame.pts * frame.time_base - first.pts * first.time_base) * rate)
+        skip = -offset % period
+        if skip >= frame.samples:  # a short frame: the next one is cut instead
+            return None
+        self._first_audio = None
+        if not skip:
+            return frame
+        step = 1 if frame.format.is_planar else len(frame.layout.channels)
+        trimmed = av.AudioFrame.from_ndarray(
+            frame.to_ndarray()[:, skip * step :], format=frame.format.name, layout=frame.layout.name
+        )
+        trimmed.sample_rate, trimmed.time_base = rate, frame.time_base
+        trimmed.pts = frame.pts + round(skip / (rate * frame.time_base))
+        return trimmed
 
     def _decoded(self) -> Iterator[tuple[str, Any]]:
         """Demux once, decode both streams; ("audio", None) marks the end of the audio."""
@@ -407,9 +528,14 @@ class AlignedDecoder:
                     continue
                 for frame in frames:
                     if kind == "audio":
+                        if self._first_audio is not None:
+                            frame = self._in_phase(frame)
+                            if frame is None:
+                                continue
                         self._retime(packet, frame)
                         yield from (("audio", f) for f in self._resample(frame))
                     else:
+                        self.pictures_decoded += 1
                         yield "video", frame
             yield from (("audio", f) for f in self._resample(None))
         except av.error.FFmpegError as e:

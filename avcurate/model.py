@@ -9,9 +9,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .spans import Span
 
 KEPT = "kept"
 REJECTED = "rejected"
@@ -130,7 +133,7 @@ class Clip:
     source_width: int  # the source's display size (square pixels, rotated), before scaling
     source_height: int
     scores: ClipScores = field(default_factory=ClipScores)
-    end_reason: str = "end"  # what closed the clip: "shot", "transition", "max_length" or "end"
+    end_reason: str = "end"  # what closed the clip: "shot", "transition", "max_length", "span_end" or "end"
     cut_score: float | None = None  # the shot detector's score at the cut that closed it (shot, transition)
     sync_correction_ms: float = 0.0  # audio shift applied when encoding (residual offset = av_offset_ms - this)
     status: str = KEPT
@@ -208,6 +211,7 @@ class SourceResult:
     error_type: str | None = None  # short machine-readable class: "probe", "decode", "timeout", "memory", ...
     sync_correction_ms: float = 0.0
     note: str | None = None  # e.g. why a decodable source yielded no clip
+    span: Span | None = None  # the part of the source this result covers, when it was split (avcurate/spans.py)
 
     @property
     def status(self) -> str:

@@ -1,5 +1,7 @@
 """One source, end to end: probe, decode once, cut, score, filter, encode the kept clips, stage them.
 
+Or one span of a long source (`avcurate.spans`): the same, for its frames only, after a seek.
+
 Plain Python, no Beam. Runs inside the sandbox (`avcurate.sandbox`) so a hostile file can be killed.
 """
 
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .clips import END, MAX_LENGTH, Segmenter
+from .clips import END, MAX_LENGTH, SPAN_END, Segmenter
 from .config import Config, DecodeConfig
 from .decode import AlignedDecoder, AVFrame, luma
 from .encode import VideoClipWriter, mux_clip
@@ -32,6 +34,7 @@ from .sandbox import Deadline, Sandbox, SourceFailure, heartbeat
 from .scorers import build_scorers
 from .scorers.base import ClipSignals
 from .shots import Cut, build_detector, quarter_yuv
+from .spans import Span
 
 if TYPE_CHECKING:
     from .speakers.faces import FaceTracker
@@ -90,11 +93,13 @@ class _OpenClip:
 
 def process_source(
     source: Source, cfg: Config, staging_dir: str, scratch_dir: str, spec: InputSpec | None = None,
-    inputs_dir: str | None = None,
+    inputs_dir: str | None = None, span: Span | None = None,
 ) -> SourceResult:
     """Everything one source yields. Media errors propagate (the caller records them against the source).
 
-    With a `spec`, each kept clip's model inputs are saved under `inputs_dir` (`avcurate.inputs`)."""
+    With a `spec`, each kept clip's model inputs are saved under `inputs_dir` (`avcurate.inputs`). With a
+    `span`, only its frames are decoded (after a seek), cut, scored and staged: a clip open at the span's end
+    ends there, and the shot detector, sync correction and speakers see the span alone."""
     spec = spec or InputSpec()
     scorers = build_scorers(cfg.scoring)
     speakers = None
@@ -106,14 +111,15 @@ def process_source(
         torch.set_num_threads(max(cfg.decode.threads, 1))  # parallelism comes from workers, as for the decoders
         speakers = SpeakerStage(cfg)
     clip_faces: dict[int, ClipFaces] = {}  # by clip_index, until the source's speech is known
-    result = SourceResult(source=source)
+    result = SourceResult(source=source, span=span)
+    first_frame, end_frame = (span.first_frame, span.end_frame) if span is not None else (0, None)
     audio_path = os.path.join(scratch_dir, "audio.f32")
     fps = cfg.decode.fps
     sample_every = max(1, round(fps / cfg.scoring.sharpness_fps))
     with open_container(source.uri) as container:
         result.probe = probe_container(container)
         check_decodable(result.probe, container)
-        decoder = AlignedDecoder(container, cfg.decode)
+        decoder = AlignedDecoder(container, cfg.decode, start_frame=first_frame, end_frame=end_frame)
         segmenter = Segmenter(cfg.clips, fps)
         detector = build_detector(cfg.shots, fps, cfg.decode.threads)
         short_pieces = transition_frames = 0
@@ -174,9 +180,9 @@ def process_source(
             current.add(frame, yuv, sample_every)
 
         with open(audio_path, "wb") as audio_file:
-            last_index = -1
+            last_index = first_frame - 1
             for frame in decoder:
-                # The whole source's audio goes to scratch so a sync correction can shift any clip's audio.
+                # The whole source's (span's) audio goes to scratch so a sync correction can shift any clip's audio.
                 audio_file.write(np.ascontiguousarray(frame.audio.T))
                 yuv = quarter_yuv(frame.video)
                 lookahead.append((frame, yuv))
@@ -184,13 +190,13 @@ def process_source(
                 while lookahead and lookahead[0][0].index < detector.settled:
                     take(*lookahead.popleft())
                 last_index = frame.index
-                heartbeat((frame.index + 1) / fps)
+                heartbeat((frame.index + 1 - first_frame) / fps)  # the deadline judges the span's own progress
                 fault_point("decode")
             note_cuts(detector.flush())
             while lookahead:
                 take(*lookahead.popleft())
             if current is not None:
-                close(END, last_index + 1)
+                close(SPAN_END if decoder.reached_end_frame else END, last_index + 1)
         result.probe.rotation = decoder.rotation
     notes = []
     if short_pieces:
@@ -199,17 +205,23 @@ def process_source(
         notes.append(f"{transition_frames} frame(s) of gradual transitions dropped")
     if not result.clips and not notes:
         notes.append("no clip")
-    notes += _stream_notes(decoder, (last_index + 1) / fps)
+    notes += _stream_notes(decoder, (last_index + 1 - first_frame) / fps)
     result.note = "; ".join(notes) or None
+    # The scratch audio starts at the span's first frame; clips' samples are found on the source's timeline.
+    audio_start = decoder.sample_boundary(first_frame)
+
+    def sample_boundary(index: int) -> int:
+        return decoder.sample_boundary(index) - audio_start
+
     annotate = None
     if speakers is not None:
-        segments, turns = speakers.source_speech(audio_path)
+        segments, turns = speakers.source_speech(audio_path, audio_start / cfg.decode.sample_rate)
         stage = speakers
 
         def annotate(clip: Clip) -> None:
             stage.annotate(clip, clip_faces.get(clip.clip_index), segments, turns)
 
-    _filter_and_stage(result, cfg, staging_dir, audio_path, decoder.sample_boundary, inputs_dir, annotate)
+    _filter_and_stage(result, cfg, staging_dir, audio_path, sample_boundary, inputs_dir, annotate)
     if decoder.corrupt_packets:
         result.note = "; ".join(filter(None, [result.note, f"{decoder.corrupt_packets} corrupt packet(s) skipped"]))
     return result
@@ -282,7 +294,7 @@ def _filter_and_stage(
     `annotate` adds what depends on the correction (the speakers' clip-relative turns) before the rules run.
 
     Rules on learned scores wait for inference; the kept clips' model inputs go to `inputs_dir`.
-    `sample_boundary(n)` is the decoder's own: where frame n's audio starts on the scratch timeline.
+    `sample_boundary(n)`: where frame n's audio starts in the scratch audio.
     """
     result.sync_correction_ms = source_sync_correction(result.clips, cfg.sync_correction)
     channels, rate = cfg.decode.channels, cfg.decode.sample_rate
@@ -343,20 +355,21 @@ def decode_deadline(cfg: DecodeConfig) -> Deadline:
 
 def curate_source(
     source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox, spec: InputSpec | None = None,
-    inputs_dir: str | None = None,
+    inputs_dir: str | None = None, span: Span | None = None,
 ) -> SourceResult:
     """`process_source` in the sandbox, bounded in time and memory. Failures of the source become results;
     failures of the run's own storage raise StorageError, after a few tries. With a `spec`, the kept clips'
-    model inputs are left in `inputs_dir` (a local folder the caller owns) for `avcurate.inputs.load_inputs`."""
+    model inputs are left in `inputs_dir` (a local folder the caller owns) for `avcurate.inputs.load_inputs`.
+    With a `span`, that span of the source (`avcurate.spans.merge_spans` joins the spans' results)."""
     if source.listing_error:
-        return SourceResult(source=source, error=source.listing_error, error_type="input")
+        return SourceResult(source=source, error=source.listing_error, error_type="input", span=span)
     waits = iter(_STORAGE_RETRY_WAITS_S)
     while True:
         try:
-            return _curate_once(source, cfg, staging_dir, sandbox, spec, inputs_dir)
+            return _curate_once(source, cfg, staging_dir, sandbox, spec, inputs_dir, span)
         except SourceFailure as failure:
             if failure.kind != "storage":
-                return SourceResult(source=source, error=str(failure), error_type=failure.kind)
+                return SourceResult(source=source, error=str(failure), error_type=failure.kind, span=span)
             wait_s = next(waits, None)
             if wait_s is None:
                 raise StorageError(
@@ -367,7 +380,8 @@ def curate_source(
 
 
 def _curate_once(
-    source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox, spec: InputSpec | None, inputs_dir: str | None
+    source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox, spec: InputSpec | None, inputs_dir: str | None,
+    span: Span | None,
 ) -> SourceResult:
     try:
         scratch = tempfile.mkdtemp(prefix="avcurate-")
@@ -382,8 +396,8 @@ def _curate_once(
         # Headers first, under their own short deadline: a file that blocks on open fails fast.
         sandbox.call(probe_source, child_source.uri, deadline=Deadline(cfg.decode.probe_timeout_s, settings="decode.probe_timeout_s"), what="probing", storage=remote)
         data = sandbox.call(
-            process_source, child_source, cfg, staging, scratch, spec, inputs_dir, deadline=decode_deadline(cfg.decode),
-            storage=remote,
+            process_source, child_source, cfg, staging, scratch, spec, inputs_dir, span,
+            deadline=decode_deadline(cfg.decode), storage=remote,
         )
         return source_result(data, source)
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .model import Clip, ClipScores, ProbeInfo, Source, SourceResult
+from .spans import Span
 
 
 def probe_info(data: dict[str, Any]) -> ProbeInfo:
@@ -16,11 +17,12 @@ def probe_info(data: dict[str, Any]) -> ProbeInfo:
 
 
 def source_result(data: dict[str, Any], source: Source) -> SourceResult:
-    fields = {k: v for k, v in data.items() if k not in ("source", "probe", "clips")}
+    fields = {k: v for k, v in data.items() if k not in ("source", "probe", "clips", "span")}
     return SourceResult(
         source=source,
         probe=probe_info(data["probe"]) if data["probe"] is not None else None,
         clips=[_clip(clip, source) for clip in data["clips"]],
+        span=Span(**data["span"]) if data.get("span") is not None else None,
         **fields,
     )
 

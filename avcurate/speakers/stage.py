@@ -121,8 +121,9 @@ class SpeakerStage:
             ))  # fmt: skip
         return ClipFaces(tracks, max(counts.values(), default=0), n_frames)
 
-    def source_speech(self, audio_path: str) -> tuple[list[Segment], list[Turn] | None]:
-        """Speech segments and (with a diarization backend) speaker turns over the source's whole audio."""
+    def source_speech(self, audio_path: str, start_s: float = 0.0) -> tuple[list[Segment], list[Turn] | None]:
+        """Speech segments and (with a diarization backend) speaker turns over the source's whole audio, or a
+        span's: `start_s` is where the audio file starts on the source's timeline (clips' times are there)."""
         audio = _speech_audio(audio_path, self.cfg.decode.channels, self.cfg.decode.sample_rate)
         heartbeat()
         diarizer = _diarizer(self.speakers)
@@ -135,6 +136,10 @@ class SpeakerStage:
             heartbeat()
             turns = diarizer.diarize(audio, SPEECH_RATE) if diarizer is not None else None
         heartbeat()
+        if start_s:
+            segments = [dataclasses.replace(s, start_s=s.start_s + start_s, end_s=s.end_s + start_s) for s in segments]
+            if turns is not None:
+                turns = [dataclasses.replace(t, start_s=t.start_s + start_s, end_s=t.end_s + start_s) for t in turns]
         return segments, turns
 
     def annotate(self, clip: Clip, faces: ClipFaces | None, segments: list[Segment], turns: list[Turn] | None) -> None:
