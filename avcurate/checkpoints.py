@@ -30,6 +30,7 @@ from .inputs import load_inputs as load_local_inputs
 from .model import KEPT, Clip, ModelInputs, Source, SourceResult
 from .replies import source_result
 from .sandbox import _plain
+from .spans import Span
 
 _DONE = "_done"
 _INPUTS = "_inputs"
@@ -41,8 +42,9 @@ def _join(*parts: str) -> str:
     return "/".join(p.rstrip("/") for p in parts)
 
 
-def done_path(staging_dir: str, source_id: str) -> str:
-    return _join(staging_dir, _DONE, f"{source_id}.json")
+def done_path(staging_dir: str, source_id: str, span: Span | None = None) -> str:
+    name = source_id if span is None else f"{source_id}.span{span.index}"
+    return _join(staging_dir, _DONE, f"{name}.json")
 
 
 def inputs_path(staging_dir: str, key: str, part: str) -> str:
@@ -50,8 +52,8 @@ def inputs_path(staging_dir: str, key: str, part: str) -> str:
 
 
 def save(staging_dir: str, result: SourceResult, inputs_dir: str | None) -> None:
-    """Mark `result`'s source finished; its kept clips' model inputs (files in `inputs_dir`, see
-    `avcurate.inputs.save_inputs`) move to the staging area first."""
+    """Mark `result`'s source (or span of a source) finished; its kept clips' model inputs (files in
+    `inputs_dir`, see `avcurate.inputs.save_inputs`) move to the staging area first."""
     if inputs_dir is not None:
         for clip in result.clips:
             if clip.status != KEPT:
@@ -61,12 +63,13 @@ def save(staging_dir: str, result: SourceResult, inputs_dir: str | None) -> None
                 if os.path.exists(local):
                     _move(local, inputs_path(staging_dir, clip.key, part))
     data = dataclasses.asdict(dataclasses.replace(result, source=None))  # the source is the caller's own
-    write_bytes(done_path(staging_dir, result.source.source_id), json.dumps(data, default=_plain).encode())
+    path = done_path(staging_dir, result.source.source_id, result.span)
+    write_bytes(path, json.dumps(data, default=_plain).encode())
 
 
-def load(staging_dir: str, source: Source) -> SourceResult | None:
-    """`source`'s saved result, or None if it was not finished."""
-    raw = _read(done_path(staging_dir, source.source_id))
+def load(staging_dir: str, source: Source, span: Span | None = None) -> SourceResult | None:
+    """The saved result of `source` (or of that span of it), or None if it was not finished."""
+    raw = _read(done_path(staging_dir, source.source_id, span))
     if raw is None:
         return None
     data = json.loads(raw)

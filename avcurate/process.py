@@ -29,12 +29,12 @@ from .fsutil import StorageError, is_local, write_bytes
 from .inputs import FrameSampler, InputSpec, clip_audio, save_inputs
 from .model import KEPT, Clip, ClipScores, ModelInputs, ProbeInfo, Source, SourceResult
 from .probe import check_decodable, open_container, probe_container
-from .replies import source_result
+from .replies import probe_info, source_result
 from .sandbox import Deadline, Sandbox, SourceFailure, heartbeat
 from .scorers import build_scorers
 from .scorers.base import ClipSignals
 from .shots import Cut, build_detector, quarter_yuv
-from .spans import Span
+from .spans import Span, Split, plan_spans
 
 if TYPE_CHECKING:
     from .speakers.faces import FaceTracker
@@ -356,11 +356,14 @@ def decode_deadline(cfg: DecodeConfig) -> Deadline:
 def curate_source(
     source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox, spec: InputSpec | None = None,
     inputs_dir: str | None = None, span: Span | None = None,
-) -> SourceResult:
+) -> SourceResult | Split:
     """`process_source` in the sandbox, bounded in time and memory. Failures of the source become results;
     failures of the run's own storage raise StorageError, after a few tries. With a `spec`, the kept clips'
     model inputs are left in `inputs_dir` (a local folder the caller owns) for `avcurate.inputs.load_inputs`.
-    With a `span`, that span of the source (`avcurate.spans.merge_spans` joins the spans' results)."""
+
+    With a `span`, that span of the source (`avcurate.spans.merge_spans` joins the spans' results). Without,
+    a source long enough to split (`plan_spans`) comes back as its `Split`, undecoded, for the caller to
+    curate span by span, on as many workers."""
     if source.listing_error:
         return SourceResult(source=source, error=source.listing_error, error_type="input", span=span)
     waits = iter(_STORAGE_RETRY_WAITS_S)
@@ -382,7 +385,7 @@ def curate_source(
 def _curate_once(
     source: Source, cfg: Config, staging_dir: str, sandbox: Sandbox, spec: InputSpec | None, inputs_dir: str | None,
     span: Span | None,
-) -> SourceResult:
+) -> SourceResult | Split:
     try:
         scratch = tempfile.mkdtemp(prefix="avcurate-")
     except OSError as e:
@@ -394,7 +397,9 @@ def _curate_once(
     remote = not is_local(source.uri) or not is_local(staging_dir)
     try:
         # Headers first, under their own short deadline: a file that blocks on open fails fast.
-        sandbox.call(probe_source, child_source.uri, deadline=Deadline(cfg.decode.probe_timeout_s, settings="decode.probe_timeout_s"), what="probing", storage=remote)
+        probe = sandbox.call(probe_source, child_source.uri, deadline=Deadline(cfg.decode.probe_timeout_s, settings="decode.probe_timeout_s"), what="probing", storage=remote)
+        if span is None and len(spans := plan_spans(probe_info(probe), cfg)) > 1:
+            return Split(spans)
         data = sandbox.call(
             process_source, child_source, cfg, staging, scratch, spec, inputs_dir, span,
             deadline=decode_deadline(cfg.decode), storage=remote,

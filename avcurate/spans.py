@@ -34,6 +34,13 @@ class Span:
 WHOLE_SOURCE = Span(0, 0, None)
 
 
+@dataclass(frozen=True)
+class Split:
+    """A source to curate span by span: what `curate_source` answers for one it did not decode whole."""
+
+    spans: list[Span]
+
+
 def plan_spans(probe: ProbeInfo, cfg: Config) -> list[Span]:
     """The spans a source is curated in: about duration / span_s of equal length in whole frames, or one.
 

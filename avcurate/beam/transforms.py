@@ -32,6 +32,7 @@ from ..learned import LearnedPlan
 from ..model import FAILED, KEPT, Clip, Source, SourceResult
 from ..process import curate_source
 from ..sandbox import Sandbox
+from ..spans import Span, Split, merge_spans
 from ..writers.shards import ShardInfo, ShardLayout, plan_layout, shard_entry, write_shard
 from ..runstate import Base
 from ..writers.tables import index_batch, ledger_batch, merge_index, merge_ledger, read_table, write_table
@@ -55,17 +56,13 @@ class _CurateSourceFn(beam.DoFn):
     """
 
     CLIPS = "clips"
+    SPANS = "spans"
 
     def __init__(
         self, cfg: Config, staging_dir: str, options: dict[str, Any], plan: LearnedPlan | None, parallel: int = 1
     ) -> None:
         self.cfg, self.staging_dir, self.options, self.plan, self.parallel = cfg, staging_dir, options, plan, parallel
-        self.inputs = Metrics.counter(NAMESPACE, "inputs")
-        self.failed = Metrics.counter(NAMESPACE, "inputs_failed")
-        self.kept = Metrics.counter(NAMESPACE, "clips_kept")
-        self.rejected = Metrics.counter(NAMESPACE, "clips_rejected")
-        self.media_seconds = Metrics.counter(NAMESPACE, "media_ms")
-        self.resumed = Metrics.counter(NAMESPACE, "inputs_resumed")
+        self.resumed = Metrics.counter(NAMESPACE, "resumed")  # sources or spans an interrupted run had finished
 
     def setup(self) -> None:
         self.sandboxes: queue.SimpleQueue[Sandbox] = queue.SimpleQueue()
@@ -76,10 +73,11 @@ class _CurateSourceFn(beam.DoFn):
         self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="avcurate-source")
 
     def start_bundle(self) -> None:
-        self.pending: deque[Future[tuple[SourceResult, bool]]] = deque()
+        self.pending: deque[Future[tuple[Source, SourceResult | Split, bool]]] = deque()
 
-    def process(self, source: Source) -> Iterator[Any]:
-        self.pending.append(self.pool.submit(self._curate, source))
+    def process(self, item: Source | tuple[Source, Span]) -> Iterator[Any]:
+        source, span = item if isinstance(item, tuple) else (item, None)
+        self.pending.append(self.pool.submit(self._curate, source, span))
         # At most two sources waiting per sandbox; finished ones leave in order as soon as they can.
         while self.pending and (len(self.pending) > 2 * self.parallel or self.pending[0].done()):
             yield from self._outputs(*self.pending.popleft().result())
@@ -92,58 +90,66 @@ class _CurateSourceFn(beam.DoFn):
                 else:
                     yield GlobalWindows.windowed_value(output)
 
-    def _curate(self, source: Source) -> tuple[SourceResult, bool]:
-        """In a pool thread: one source, from an interrupted run's checkpoint or on a free sandbox; whether it
-        was resumed."""
+    def _curate(self, source: Source, span: Span | None) -> tuple[Source, SourceResult | Split, bool]:
+        """In a pool thread: one source (or span of one), from an interrupted run's checkpoint or on a free
+        sandbox; whether it was resumed."""
         fault_point("curate")
-        done = checkpoints.load(self.staging_dir, source)
+        done = checkpoints.load(self.staging_dir, source, span)
         if done is not None:
-            return done, True
+            return source, done, True
         sandbox = self.sandboxes.get()
         inputs_dir = tempfile.mkdtemp(prefix="avcurate-inputs-") if self.plan is not None else None
         try:
             spec = self.plan.spec if self.plan is not None else None
-            result = curate_source(source, self.cfg, self.staging_dir, sandbox, spec, inputs_dir)
-            checkpoints.save(self.staging_dir, result, inputs_dir)
-            return result, False
+            outcome = curate_source(source, self.cfg, self.staging_dir, sandbox, spec, inputs_dir, span)
+            if isinstance(outcome, SourceResult):
+                checkpoints.save(self.staging_dir, outcome, inputs_dir)
+            return source, outcome, False
         finally:
             self.sandboxes.put(sandbox)
             if inputs_dir is not None:
                 shutil.rmtree(inputs_dir, ignore_errors=True)
 
-    def _outputs(self, result: SourceResult, resumed: bool) -> Iterator[Any]:
-        self._count(result)
+    def _outputs(self, source: Source, outcome: SourceResult | Split, resumed: bool) -> Iterator[Any]:
+        if isinstance(outcome, Split):
+            for span in outcome.spans:
+                yield beam.pvalue.TaggedOutput(self.SPANS, (source, span))
+            return
+        if outcome.span is None:  # a span's result is counted once merged with its source's others
+            count_result(outcome)
         if resumed:
             self.resumed.inc()
-        yield result
+        yield outcome
         if self.plan is None:
             return
-        for clip in result.clips:
+        for clip in outcome.clips:
             if clip.status == KEPT:
                 # Embedded before an interruption: it goes on with its embeddings, not its inputs.
                 embedded = checkpoints.load_embedded(self.staging_dir, clip) if resumed else None
                 inputs = checkpoints.load_inputs(self.staging_dir, clip.key) if embedded is None else None
                 yield beam.pvalue.TaggedOutput(self.CLIPS, embedded or dataclasses.replace(clip, inputs=inputs))
 
-    def _count(self, result: SourceResult) -> None:
-        self.inputs.inc()
-        if result.status == FAILED:
-            self.failed.inc()
-            Metrics.counter(NAMESPACE, f"failed_{result.error_type}").inc()
-        if result.probe is not None:
-            self.media_seconds.inc(int(result.probe.duration_s * 1000))
-        for clip in result.clips:
-            if clip.status == KEPT:
-                self.kept.inc()
-            else:
-                self.rejected.inc()
-                for reason in clip.reasons:
-                    Metrics.counter(NAMESPACE, f"rejected_{reason_name(reason)}").inc()
-
     def teardown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         for sandbox in self.all_sandboxes:
             sandbox.close()
+
+
+def count_result(result: SourceResult) -> None:
+    """The run's counters for one source's final result."""
+    Metrics.counter(NAMESPACE, "inputs").inc()
+    if result.status == FAILED:
+        Metrics.counter(NAMESPACE, "inputs_failed").inc()
+        Metrics.counter(NAMESPACE, f"failed_{result.error_type}").inc()
+    if result.probe is not None:
+        Metrics.counter(NAMESPACE, "media_ms").inc(int(result.probe.duration_s * 1000))
+    for clip in result.clips:
+        if clip.status == KEPT:
+            Metrics.counter(NAMESPACE, "clips_kept").inc()
+        else:
+            Metrics.counter(NAMESPACE, "clips_rejected").inc()
+            for reason in clip.reasons:
+                Metrics.counter(NAMESPACE, f"rejected_{reason_name(reason)}").inc()
 
 
 def storage_options(options: PipelineOptions) -> dict[str, Any]:
@@ -221,6 +227,9 @@ class DropKnown(beam.PTransform):
 class CurateSources(beam.PTransform):
     """PCollection[Source] -> PCollection[SourceResult]; kept clips are staged as MP4 under `staging_dir`.
 
+    A source long enough to split (`avcurate.spans`) comes back from its first worker undecoded, as spans that
+    are spread again, curated on as many workers and merged into the source's one result.
+
     With a learned plan, the clips the decoder kept go through the learned stages (`LearnedStages`) and
     come back to their source's result, so the ledger and index see the final verdicts.
     """
@@ -230,24 +239,43 @@ class CurateSources(beam.PTransform):
         self.cfg, self.staging_dir, self.plan, self.parallel = cfg, staging_dir, plan, parallel
 
     def expand(self, sources: Any) -> Any:
-        # The reshuffle spreads sources over workers (a Create alone would keep them in one bundle).
+        # The reshuffles spread sources and spans over workers (a Create alone would keep them in one bundle).
         options = storage_options(sources.pipeline.options)
         curate = _CurateSourceFn(self.cfg, self.staging_dir, options, self.plan, self.parallel)
-        spread = sources | "Spread" >> beam.Reshuffle()
+        tags = (_CurateSourceFn.SPANS, _CurateSourceFn.CLIPS)
+        whole = sources | "Spread" >> beam.Reshuffle() | "Curate" >> beam.ParDo(curate).with_outputs(*tags, main="results")
+        spans = (
+            whole[_CurateSourceFn.SPANS]
+            | "SpreadSpans" >> beam.Reshuffle()
+            | "CurateSpans" >> beam.ParDo(curate).with_outputs(*tags, main="results")
+        )
+        merged = (
+            spans.results
+            | "SpanBySource" >> beam.Map(lambda r: (r.source.source_id, r))
+            | "SpansOfSource" >> beam.GroupByKey()
+            | "MergeSpans" >> beam.MapTuple(_merge_spans)
+        )
+        results = (whole.results, merged) | "AllResults" >> beam.Flatten()
         if self.plan is None:
-            return spread | "Curate" >> beam.ParDo(curate)
+            return results
         from .inference import LearnedStages
 
-        curated = spread | "Curate" >> beam.ParDo(curate).with_outputs(_CurateSourceFn.CLIPS, main="results")
-        finished = curated[_CurateSourceFn.CLIPS] | "Learned" >> LearnedStages(self.cfg, self.plan, self.staging_dir)
+        clips = (whole[_CurateSourceFn.CLIPS], spans[_CurateSourceFn.CLIPS]) | "AllClips" >> beam.Flatten()
+        finished = clips | "Learned" >> LearnedStages(self.cfg, self.plan, self.staging_dir)
         return (
             {
-                "result": curated.results | "ResultBySource" >> beam.Map(lambda r: (r.source.source_id, r)),
+                "result": results | "ResultBySource" >> beam.Map(lambda r: (r.source.source_id, r)),
                 "finished": finished | "ClipBySource" >> beam.Map(lambda c: (c.source_id, c)),
             }
             | "Regroup" >> beam.CoGroupByKey()
             | "WithFinishedClips" >> beam.MapTuple(_with_finished_clips)
         )
+
+
+def _merge_spans(source_id: str, results: Iterable[SourceResult]) -> SourceResult:
+    merged = merge_spans(list(results))
+    count_result(merged)
+    return merged
 
 
 def _with_finished_clips(source_id: str, joined: dict[str, list[Any]]) -> SourceResult:
