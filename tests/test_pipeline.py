@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import resource
 import subprocess
@@ -24,33 +23,17 @@ from avcurate.sample import SampleSet
 from avcurate.scorers.base import ClipSignals
 from avcurate.scorers.sync import EnvelopeSyncScorer
 from avcurate.schemas import validate_index, validate_ledger, validate_sample_metadata
+from runs import DEMO_CONFIG as CONFIG
+from runs import assert_same_outputs, curate_demo, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "pipelines" / "configs" / "demo.yaml"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "avcurate.cli", *args], capture_output=True, text=True, timeout=600)
-
-
-def curate(sample_set: SampleSet, output: Path) -> dict:
-    done = run_cli("run", "--config", str(CONFIG), "--input", str(sample_set.folder), "--output", str(output),
-                   "--workers", "2", "--json")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
-def runs(sample_set: SampleSet, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
-    first = tmp_path_factory.mktemp("run1")
-    second = tmp_path_factory.mktemp("run2")
-    summary = curate(sample_set, first)
-    curate(sample_set, second)
+def runs(sample_set: SampleSet, demo_run: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
+    first, summary = demo_run
+    second = tmp_path_factory.mktemp("run2") / "out"
+    curate_demo(sample_set.folder, second)
     return first, summary, second
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_every_input_is_accounted_for(sample_set: SampleSet, runs) -> None:
@@ -108,10 +91,7 @@ def test_shards_open_with_plain_webdataset_and_match_the_index(runs) -> None:
 
 def test_rerun_is_byte_identical(runs) -> None:
     first, _, second = runs
-    names = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert names == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
-    for name in names:
-        assert sha256(first / name) == sha256(second / name), name
+    assert_same_outputs(first, second)
 
 
 def _flash_frames(video: torch.Tensor) -> set[int]:
@@ -221,10 +201,7 @@ def test_a_portable_runner_writes_the_same_bytes(sample_set: SampleSet, runs, tm
                    "--runner", "PrismRunner", f"--prism_location={prism}", "--environment_type=LOOPBACK", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "pipeline done" in done.stderr  # Prism itself ran the job
-    names = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert names == sorted(p.relative_to(output) for p in output.rglob("*") if p.is_file())
-    for name in names:
-        assert sha256(first / name) == sha256(output / name), name
+    assert_same_outputs(first, output)
 
 
 def test_an_unwritable_output_is_one_clear_line_and_exit_2(sample_set: SampleSet, tmp_path: Path) -> None:

@@ -321,6 +321,8 @@ def canonical_json(value: Any) -> str:
 def _merge(batches: list[pa.Table], schema: pa.Schema, keys: list[str]) -> pa.Table:
     """The batches as one table in a canonical order, so the file does not depend on how rows were batched."""
     table = pa.concat_tables(batches) if batches else schema.empty_table()
+    # The schema's own metadata (its version), whichever batch came first (one read back from a file has none).
+    table = table.replace_schema_metadata(schema.metadata)
     return table.sort_by([(key, "ascending") for key in keys]).combine_chunks()
 
 

@@ -1,0 +1,38 @@
+"""Running the CLI as a user does, and comparing what two runs wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "pipelines" / "configs" / "demo.yaml"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "avcurate.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)  # fmt: skip
+
+
+def curate_demo(inputs: Path, output: Path, *extra: str) -> dict:
+    """The demo config over `inputs`, as `make demo` runs it; the JSON summary."""
+    done = run_cli("run", "--config", str(DEMO_CONFIG), "--input", str(inputs), "--output", str(output),
+                   "--workers", "2", "--json", *extra)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (hidden ones included) -> its SHA-256."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def assert_same_outputs(expected: Path, actual: Path) -> None:
+    """The same files, byte for byte, and nothing else (no staging area, no temporary file)."""
+    want, got = digests(expected), digests(actual)
+    assert sorted(got) == sorted(want)
+    assert [name for name in want if want[name] != got[name]] == []
