@@ -129,7 +129,8 @@ def _check_job(job: dict[str, Any], staged: bytes) -> None:
     assert job["name"] == "avcurate-test" and job["type"] == "JOB_TYPE_BATCH"
     env = job["environment"]
     assert env["version"]["job_type"] == "FNAPI_BATCH"  # the portable (Fn API) worker
-    assert {"use_runner_v2", "use_unified_worker", "use_portable_job_submission", "beam_fn_api"} <= set(env["experiments"])
+    runner_v2 = {"use_runner_v2", "use_unified_worker", "use_portable_job_submission", "beam_fn_api"}
+    assert runner_v2 <= set(env["experiments"])
     assert env["serviceOptions"] == [ACCELERATOR]
     (pool,) = env["workerPools"]
     assert pool["kind"] == "harness" and pool["machineType"] == MACHINE
