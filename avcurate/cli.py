@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from .beam.dask import DASK
 from .beam.pipeline import LOCAL, pipeline_options, run
@@ -99,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"avcurate: {e}", file=sys.stderr)
         return 2
     output = args.output.rstrip("/")
+    template = pipeline_options(args.runner, args.workers, beam_args).view_as(GoogleCloudOptions).template_location
+    if template:  # Dataflow translates the job and writes it there; nothing runs, --output is not touched
+        run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args, plan=plan)
+        print(f"avcurate: Dataflow job written to {template}; nothing ran (launch it with gcloud dataflow jobs run)")
+        return 0
     try:
         prepared = prepare_output(output, cfg.hash, inputs, overwrite=args.overwrite, incremental=args.incremental)
     except (OutputError, StorageError) as e:

@@ -149,6 +149,17 @@ def _clear_partial_outputs(out: str, base_shards: int | None) -> None:
         filesystems().delete(stale)
 
 
+def remove_temporaries(output: str) -> None:
+    """Delete what killed writers left under temporary names (`.NAME.tmp-...`): called once every output file is
+    complete, so none of them is still being written."""
+    out = output.rstrip("/")
+    left = [p for p in [*_files(f"{out}/shards"), *_files(f"{out}/embeddings")] if ".tmp-" in p.rsplit("/", 1)[-1]]
+    if is_local(out) and os.path.isdir(out):
+        left += [os.path.join(out, n) for n in os.listdir(out) if ".tmp-" in n]
+    if left:
+        filesystems().delete(left)
+
+
 def _files(folder: str) -> list[str]:
     """Every file under `folder`, hidden ones included (a killed writer's temporary names start with a dot)."""
     if is_local(folder):

@@ -293,9 +293,10 @@ class DaskRunner(PipelineRunner):
         ours = options.view_as(AvcurateDaskOptions)
         cluster = None
         if dask_options.address or dask_options.scheduler_file:
+            connect = {"timeout": dask_options.timeout} if dask_options.timeout is not None else {}
             client = Client(
-                address=dask_options.address, scheduler_file=dask_options.scheduler_file, timeout=dask_options.timeout,
-                name=dask_options.name, set_as_default=False,
+                address=dask_options.address, scheduler_file=dask_options.scheduler_file, name=dask_options.name,
+                set_as_default=False, **connect,
             )  # fmt: skip
         else:
             # One thread per worker process: each runs one bundle at a time, driving one sandboxed decoder.

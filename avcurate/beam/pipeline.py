@@ -84,7 +84,9 @@ def run(
     build(pipeline, inputs, output_dir, cfg, plan, parallel_sources=workers if runner == LOCAL else 1, base=base)
     result = pipeline.run()
     result.wait_until_finish()
-    counters = {}
+    counters: dict[str, int] = {}
+    if getattr(result, "has_job", True) is False:  # a Dataflow template or job file was written; nothing ran
+        return RunReport(wall_s=time.monotonic() - started, counters=counters)
     for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         name = counter.key.metric.name
         counters[name] = counters.get(name, 0) + (counter.committed or counter.attempted or 0)

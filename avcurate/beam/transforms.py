@@ -34,7 +34,7 @@ from ..process import curate_source
 from ..sandbox import Sandbox
 from ..spans import Span, Split, merge_spans
 from ..writers.shards import ShardInfo, ShardLayout, plan_layout, shard_entry, write_shard
-from ..runstate import Base
+from ..runstate import Base, remove_temporaries
 from ..writers.tables import index_batch, ledger_batch, merge_index, merge_ledger, read_table, write_table
 
 NAMESPACE = "avcurate"
@@ -350,6 +350,7 @@ class WriteOutputs(beam.PTransform):
             >> beam.Map(
                 _cleanup,
                 self.staging_dir,
+                out,
                 index_done=beam.pvalue.AsSingleton(index),
                 ledger_done=beam.pvalue.AsSingleton(ledger),
             )
@@ -370,6 +371,9 @@ def _write_shard(
     return write_shard(layout.plan(index, clips), shards_dir, embeddings_dir)
 
 
-def _cleanup(infos: Iterable[ShardInfo], staging_dir: str, index_done: Any, ledger_done: Any) -> list[ShardInfo]:
+def _cleanup(
+    infos: Iterable[ShardInfo], staging_dir: str, output_dir: str, index_done: Any, ledger_done: Any
+) -> list[ShardInfo]:
     delete_tree(staging_dir)
+    remove_temporaries(output_dir)  # of writers that died (a lost worker) before their task was rerun
     return sorted(infos, key=lambda i: i.name)
