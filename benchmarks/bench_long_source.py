@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""One long source, 1 worker against 2: does work spread inside a source (spans, avcurate/spans.py)?
+
+    .venv/bin/python benchmarks/bench_long_source.py [--minutes 17.3] [--dask] [--json results.json]
+
+Generates a source of shots (lavfi test patterns cut every 3.6 to 7 s, a tone; 64.8 s looped to the length
+asked, stream copy) and curates it with the default config:
+
+  whole x2   --workers 2 with decode.span_s: 0 (no spans: one source keeps one worker busy, the other idle)
+  spans x1   --workers 1 with the default spans (600 s): the baseline
+  spans x2   --workers 2 with the default spans
+  dask x2    (--dask) a local Dask cluster of 2 worker processes, default spans
+
+and prints wall-clock ratios against `spans x1`, all measured in this run. The outputs of `spans x1`,
+`spans x2` and `dask x2` must be byte-identical (the split does not depend on the worker count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import avcurate_command, code_state, cpu_model, log, loadavg  # noqa: E402
+
+SHOTS = [
+    ("testsrc2", 5.2), ("smptebars", 6.0), ("testsrc", 4.4), ("rgbtestsrc", 7.0), ("smptehdbars", 3.6),
+    ("mandelbrot", 6.4), ("yuvtestsrc", 4.8), ("pal75bars", 5.6), ("colorspectrum", 6.2), ("testsrc2", 4.0),
+    ("smptebars", 5.0), ("testsrc", 6.6),
+]  # fmt: skip
+
+
+def make_source(folder: Path, minutes: float) -> Path:
+    shots = folder / "shots.mp4"
+    args: list[str] = []
+    for name, duration in SHOTS:
+        args += ["-f", "lavfi", "-t", str(duration), "-i", f"{name}=s=480x270:r=25"]
+    total = sum(duration for _, duration in SHOTS)
+    args += ["-f", "lavfi", "-i", f"sine=f=440:d={total}:sample_rate=48000"]
+    chain = "".join(f"[{i}:v]format=yuv420p,setsar=1[v{i}];" for i in range(len(SHOTS)))
+    chain += "".join(f"[v{i}]" for i in range(len(SHOTS))) + f"concat=n={len(SHOTS)}:v=1:a=0[v]"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args, "-filter_complex", chain, "-map", "[v]", "-map",
+                    f"{len(SHOTS)}:a", "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-c:a", "aac", str(shots)],
+                   check=True)  # fmt: skip
+    loops = max(0, round(minutes * 60 / total) - 1)
+    long = folder / "inputs" / "long.mp4"
+    long.parent.mkdir()
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops), "-i", str(shots), "-c", "copy",
+                    str(long)], check=True)  # fmt: skip
+    return long
+
+
+def curate(inputs: Path, output: Path, config: Path | None, *extra: str) -> float:
+    command = [*avcurate_command(), "run", "--input", str(inputs), "--output", str(output), *extra]
+    if config is not None:
+        command += ["--config", str(config)]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return time.monotonic() - started
+
+
+def digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=17.3, help="source length (default 17.3: 2 spans of 600 s)")
+    parser.add_argument("--dask", action="store_true", help="also on a local Dask cluster of 2 workers")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="avcurate-bench-long-") as tmp:
+        root = Path(tmp)
+        source = make_source(root, args.minutes)
+        duration = float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of",
+                                         "csv=p=0", str(source)], capture_output=True, text=True).stdout)  # fmt: skip
+        whole = root / "whole.yaml"
+        whole.write_text("decode: {span_s: 0}\n", encoding="utf-8")
+        log(f"source: {duration:.0f} s; load {loadavg()}")
+        runs = {
+            "spans x1": (None, ["--workers", "1"]),
+            "spans x2": (None, ["--workers", "2"]),
+            "whole x2": (whole, ["--workers", "2"]),
+        }
+        if args.dask:
+            runs["dask x2"] = (None, ["--runner", "dask", "--workers", "2"])
+        results = {}
+        for name, (config, extra) in runs.items():
+            output = root / name.replace(" ", "-")
+            wall = curate(source.parent, output, config, *extra)
+            results[name] = {"wall_s": round(wall, 1), "media_per_s": round(duration / wall, 2), "digest": digest(output)}
+            log(f"{name}: {wall:.1f} s ({duration / wall:.1f} s of media per second)")
+        base = results["spans x1"]["wall_s"]
+        for name, result in results.items():
+            result["speedup_vs_spans_x1"] = round(base / result["wall_s"], 2)
+        same = {results[n]["digest"] for n in results if n != "whole x2"}
+        report = {"source_s": round(duration, 1), "cpu": cpu_model(), "code": code_state(), "runs": results,
+                  "split_outputs_identical": len(same) == 1}  # fmt: skip
+        print(json.dumps(report, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
