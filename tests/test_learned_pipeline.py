@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,12 +26,14 @@ from skimage import data as photos
 from avcurate.config import Config
 from avcurate.decode import AlignedDecoder
 from avcurate.dedup import exact_duplicates
+from avcurate.faults import ENV as FAULTS
 from avcurate.inputs import load_inputs
 from avcurate.learned import prepare_learned
 from avcurate.model import KEPT, REJECTED, Source
 from avcurate.models.testing import save_tiny_clap, save_tiny_openclip
 from avcurate.probe import open_container
 from avcurate.process import process_source
+from runs import assert_same_outputs
 
 pytestmark = pytest.mark.slow
 
@@ -220,3 +223,35 @@ def test_a_model_without_weights_stops_the_run_before_decoding(setup: dict, tmp_
     assert "ViT-B-32" in done.stderr and "models.visual.pretrained: /path/to" in done.stderr
     assert not (tmp_path / "out").exists()  # nothing decoded, nothing written
     assert time.monotonic() - started < 120
+
+
+def test_learned_stages_on_a_dask_cluster_write_the_same_bytes(setup: dict, tmp_path: Path) -> None:
+    """RunInference and the near-duplicate search through avcurate's DaskRunner: batches, model loading once per
+    worker process, side inputs (the k-means centroids) computed once."""
+    done = subprocess.run(
+        [sys.executable, "-m", "avcurate.cli", "run", "--config", str(setup["config"]), "--input", str(setup["videos"]),
+         "--output", str(tmp_path / "out"), "--runner", "dask", "--workers", "2"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_outputs(setup["output"], tmp_path / "out")
+
+
+def test_a_run_killed_while_embedding_resumes_without_embedding_again(setup: dict, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "avcurate.cli", "run", "--config", str(setup["config"]), "--input",
+               str(setup["videos"]), "--output", str(tmp_path / "out"), "--workers", "2", "--json"]  # fmt: skip
+    env = {**os.environ, FAULTS: json.dumps([{"at": "embedded", "do": "kill-run", "after": 3}])}
+    killed = subprocess.run(command, env=env, start_new_session=True, capture_output=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL
+    staging = tmp_path / "out" / "_staging"
+    embedded = sorted(p.stem for p in (staging / "_embedded").glob("*.npz"))
+    decoded = list((staging / "_done").glob("*.json"))
+    assert len(embedded) == 3 and decoded
+    # Embedded clips gave their model inputs back; the others' wait for the rerun.
+    assert not [p for p in (staging / "_inputs").glob("*.npy") if p.name.split(".")[0] in embedded]
+    assert list((staging / "_inputs").glob("*.npy"))
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["counters"]["resumed"] == len(decoded)  # decoded sources were not decoded again
+    assert_same_outputs(setup["output"], tmp_path / "out")

@@ -9,7 +9,8 @@ translating the same Beam primitives to Dask bags:
 - a side input is computed once, in the graph, and sent to the tasks that read it (Beam's recomputes the side
   input's whole upstream graph inside every task that reads it: here that would decode every source again);
 - `Reshuffle` spreads elements over `dask_npartitions` partitions (Beam's is a no-op, leaving a whole run's
-  sources in the one partition its inputs were created in, so on one worker);
+  sources in the one partition its inputs were created in, so on one worker, and a long source's spans in the
+  partition that found them);
 - DoFn instances are set up once per worker process and kept for its later bundles, one bundle at a time each
   (tasks that share a worker process never share an instance);
 - failed tasks are retried (`dask_retries`); a lost worker's tasks are rerun elsewhere by Dask itself;
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import atexit
 import collections
+import pickle
 import threading
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -196,6 +199,16 @@ def _key(item: tuple[Any, Any]) -> Any:
     return item[0]
 
 
+def _spread_keys(partition: Iterable[Any], partitions: int) -> list[tuple[int, Any]]:
+    """Each element with the partition it moves to: from its content and position, not chance, so a partition
+    Dask computes again (after a lost worker) sends every element where it sent it the first time."""
+    return [((zlib.crc32(pickle.dumps(value)) + i) % partitions, value) for i, value in enumerate(partition)]
+
+
+def _spread_values(partition: Iterable[tuple[int, list[tuple[int, Any]]]]) -> list[Any]:
+    return [value for _, pairs in partition for _, value in pairs]
+
+
 def _values(partition: Iterable[tuple[Any, list[tuple[Any, Any]]]]) -> list[tuple[Any, list[Any]]]:
     # Elements reach the grouping as Beam's ReifyWindows left them: (key, windowed value); windows are global.
     return [(key, [pair[1].value if isinstance(pair[1], WindowedValue) else pair[1] for pair in pairs])
@@ -223,7 +236,9 @@ class _Translator(PipelineVisitor):
             self._set(node, db.from_sequence(values, npartitions=max(1, len(values))))
         elif isinstance(transform, _Reshuffle):
             (bag,) = inputs
-            self._set(node, bag.repartition(npartitions=max(bag.npartitions, self.partitions)))
+            keyed = bag.map_partitions(_spread_keys, self.partitions)
+            spread = keyed.groupby(_key, npartitions=self.partitions, shuffle="tasks")
+            self._set(node, spread.map_partitions(_spread_values))
         elif isinstance(transform, _GroupByKeyOnly):
             (bag,) = inputs
             grouped = bag.groupby(_key, npartitions=max(bag.npartitions, self.partitions), shuffle="tasks")
