@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import collections
 import pickle
+import re
 import threading
 import zlib
 from dataclasses import dataclass, field
@@ -199,14 +200,17 @@ def _key(item: tuple[Any, Any]) -> Any:
     return item[0]
 
 
-def _spread_keys(partition: Iterable[Any], partitions: int) -> list[tuple[int, Any]]:
-    """Each element with the partition it moves to: from its content and position, not chance, so a partition
-    Dask computes again (after a lost worker) sends every element where it sent it the first time."""
-    return [((zlib.crc32(pickle.dumps(value)) + i) % partitions, value) for i, value in enumerate(partition)]
+def _split_to(partition: Iterable[Any], partitions: int) -> list[list[Any]]:
+    """A partition's elements, by the new partition each moves to: chosen from its content and position, not by
+    chance, so a partition Dask computes again (after a lost worker) sends every element where it did before."""
+    parts: list[list[Any]] = [[] for _ in range(partitions)]
+    for i, value in enumerate(partition):
+        parts[(zlib.crc32(pickle.dumps(value)) + i) % partitions].append(value)
+    return parts
 
 
-def _spread_values(partition: Iterable[tuple[int, list[tuple[int, Any]]]]) -> list[Any]:
-    return [value for _, pairs in partition for _, value in pairs]
+def _part(splits: list[list[list[Any]]], j: int) -> list[Any]:
+    return [value for split in splits for value in split[j]]
 
 
 def _values(partition: Iterable[tuple[Any, list[tuple[Any, Any]]]]) -> list[tuple[Any, list[Any]]]:
@@ -223,6 +227,7 @@ class _Translator(PipelineVisitor):
         self.bags: dict[pvalue.PCollection, Any] = {}
         self.consumed: set[pvalue.PCollection] = set()
         self.counters: list[Any] = []  # one bag of per-bundle counters per ParDo
+        self.expected_durations: dict[str, str] = {}  # task name prefix -> Dask duration, for long steps
 
     def visit_transform(self, node: AppliedPTransform) -> None:
         import dask.bag as db
@@ -236,9 +241,7 @@ class _Translator(PipelineVisitor):
             self._set(node, db.from_sequence(values, npartitions=max(1, len(values))))
         elif isinstance(transform, _Reshuffle):
             (bag,) = inputs
-            keyed = bag.map_partitions(_spread_keys, self.partitions)
-            spread = keyed.groupby(_key, npartitions=self.partitions, shuffle="tasks")
-            self._set(node, spread.map_partitions(_spread_values))
+            self._set(node, self._spread(bag))
         elif isinstance(transform, _GroupByKeyOnly):
             (bag,) = inputs
             grouped = bag.groupby(_key, npartitions=max(bag.npartitions, self.partitions), shuffle="tasks")
@@ -258,6 +261,21 @@ class _Translator(PipelineVisitor):
                 "on --runner local or a portable runner"
             )
 
+    def _spread(self, bag: Any) -> Any:
+        """Every element of `bag` sent to one of `partitions` new partitions, all to all. (Dask's own shuffle
+        chooses partitions by hash, and sends several of a few elements, a long source's spans, to one.)"""
+        import dask.bag as db
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+
+        name = f"beam-reshuffle-{tokenize(bag.name, self.partitions)}"
+        layer: dict[Any, Any] = {}
+        for i in range(bag.npartitions):
+            layer[(f"{name}-split", i)] = (_split_to, (bag.name, i), self.partitions)
+        for j in range(self.partitions):
+            layer[(name, j)] = (_part, [(f"{name}-split", i) for i in range(bag.npartitions)], j)
+        return db.Bag(HighLevelGraph.from_collections(name, layer, dependencies=[bag]), name, self.partitions)
+
     def _set(self, node: AppliedPTransform, bag: Any) -> None:
         for output in node.outputs.values():
             self.bags[output] = bag
@@ -275,7 +293,15 @@ class _Translator(PipelineVisitor):
         self.consumed.update(side.pvalue for side in node.side_inputs)
         views = [(type(side), side._view_options()) for side in node.side_inputs]
         fn = pickler.dumps((transform.fn, args, kwargs, views))
-        name = f"beam-{tokenize(node.full_label, fn, bag.name, *(b.name for b in side_bags))}"
+        # Named by step: Dask keeps task durations per name prefix, to place tasks and to steal queued ones for
+        # idle workers. A step whose bundles take long (decoding) says so before its first one finishes:
+        # Dask never moves a task whose duration it does not know yet (two spans of one source would wait in
+        # line on one worker while another idles).
+        step = re.sub(r"[^A-Za-z0-9]+", "_", node.full_label).strip("_")
+        name = f"{step}-{tokenize(node.full_label, fn, bag.name, *(b.name for b in side_bags))}"
+        expected_s = getattr(transform.fn, "expected_bundle_s", None)
+        if expected_s is not None:
+            self.expected_durations[step] = f"{expected_s}s"
         layer: dict[Any, Any] = {f"{name}-fn": fn}  # the DoFn (config, model plans, ...) once, not per partition
         sides = []
         for i, side in enumerate(side_bags):  # each side input computed once, sent to every task reading it
@@ -324,6 +350,7 @@ class DaskRunner(PipelineRunner):
         pipeline.replace_all(dask_overrides())
         translator = _Translator(partitions)
         pipeline.visit(translator)
+        client.run_on_scheduler(_expect_durations, translator.expected_durations)
         counters = db.concat(translator.counters) if translator.counters else db.from_sequence([], npartitions=1)
         # Unoptimised: Dask's optimisation renames the tasks of each collection it fuses, and a step that several
         # outputs share (Curate) would then run once per output.
@@ -335,6 +362,14 @@ class DaskRunner(PipelineRunner):
                 cluster.close()
 
         return DaskRunnerResult(futures[:-1], futures[-1], close)
+
+
+def _expect_durations(durations: dict[str, str], dask_scheduler: Any = None) -> None:
+    """On the scheduler: the durations to assume for task name prefixes it has not seen yet."""
+    import dask
+
+    known = dict(dask.config.get("distributed.scheduler.default-task-durations", {}))
+    dask.config.set({"distributed.scheduler.default-task-durations": {**known, **durations}})
 
 
 class DaskRunnerResult(PipelineResult):

@@ -57,6 +57,7 @@ class _CurateSourceFn(beam.DoFn):
 
     CLIPS = "clips"
     SPANS = "spans"
+    expected_bundle_s = 60  # a hint for schedulers that place bundles by expected duration (avcurate/beam/dask.py)
 
     def __init__(
         self, cfg: Config, staging_dir: str, options: dict[str, Any], plan: LearnedPlan | None, parallel: int = 1
