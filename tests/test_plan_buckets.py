@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-import subprocess
 import tarfile
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -118,9 +118,9 @@ def bucketed_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_run_planned_in_many_buckets(sample_set: SampleSet, bucketed_config: Path, tmp_path: Path) -> None:
     output = tmp_path / "out"
     curate_demo(sample_set.folder, output, "--config", str(bucketed_config))
-    index = read_table(str(output / "index.parquet"))
+    index = pq.read_table(output / "index.parquet")
     schemas.validate_index(index)
-    schemas.validate_ledger(read_table(str(output / "ledger.parquet")))
+    schemas.validate_ledger(pq.read_table(output / "ledger.parquet"))
     keys = index.column("key").to_pylist()
     assert keys == sorted(set(keys))
     assert pq.ParquetFile(output / "index.parquet").metadata.num_row_groups > 1  # streamed from several parts
@@ -143,3 +143,27 @@ def test_a_run_planned_in_many_buckets(sample_set: SampleSet, bucketed_config: P
     again = tmp_path / "again"
     curate_demo(sample_set.folder, again, "--config", str(bucketed_config))
     assert_same_outputs(output, again)
+
+
+@pytest.mark.slow
+def test_an_incremental_run_adds_its_rows_to_each_bucket(
+    sample_set: SampleSet, bucketed_config: Path, tmp_path: Path
+) -> None:
+    names = sorted(p.name for p in sample_set.folder.iterdir())
+    halves = [tmp_path / "first", tmp_path / "rest"]
+    for half, part in zip(halves, (names[: len(names) // 2], names[len(names) // 2 :])):
+        half.mkdir()
+        for name in part:
+            (half / name).symlink_to(sample_set.folder / name)  # links: the set has a named pipe
+    output = tmp_path / "out"
+    curate_demo(halves[0], output, "--config", str(bucketed_config))
+    base = pq.read_table(output / "index.parquet")
+    curate_demo(halves[0], output, "--config", str(bucketed_config), "--incremental", "--input", str(halves[1]))
+
+    index = pq.read_table(output / "index.parquet")
+    schemas.validate_index(index)
+    keys = index.column("key").to_pylist()
+    assert keys == sorted(set(keys)) and set(base.column("key").to_pylist()) < set(keys)
+    assert index.filter(pc.is_in(index.column("key"), base.column("key"))).equals(base)  # the base's rows, unchanged
+    shards = sorted(p.name for p in (output / "shards").glob("*.tar"))
+    assert shards == [shard_name("clips", i) for i in range(len(shards))]

@@ -367,7 +367,7 @@ class WriteOutputs(beam.PTransform):
             | "ClipsAndMarkers" >> beam.Flatten()
             | "IndexRows" >> beam.CombinePerKey(_IndexRows())
             | "WriteIndexPart"
-            >> beam.FlatMapTuple(_write_index_part, beam.pvalue.AsSingleton(index_buckets), base, parts_dir)
+            >> beam.FlatMap(_write_index_part, beam.pvalue.AsSingleton(index_buckets), base, parts_dir)
             | "AllIndexParts" >> beam.combiners.ToList()
             | "WriteIndex" >> beam.Map(lambda parts: write_index_parts([path for _, path in sorted(parts)],
                                                                        f"{out}/index.parquet"))  # fmt: skip
@@ -423,10 +423,11 @@ class _IndexRows(beam.CombineFn):
 
 
 def _write_index_part(
-    bucket: int, batches: list[Any], buckets: int, base: Base | None, parts_dir: str
+    bucket_rows: tuple[int, list[Any]], buckets: int, base: Base | None, parts_dir: str
 ) -> list[tuple[int, str]]:
     """The bucket's index rows, with the base's of its key range, sorted into a part of the index; none if it
     has no rows."""
+    bucket, batches = bucket_rows
     base_rows = [read_table(base.index, keys=bucket_range(bucket, buckets))] if base is not None else []
     table = merge_index(batches + base_rows)
     if not table.num_rows:
