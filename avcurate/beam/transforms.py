@@ -37,11 +37,11 @@ from ..writers.buckets import bucket_count, bucket_range, key_bucket
 from ..writers.shards import BucketedLayout, ShardInfo, plan_layout, shard_entry, write_shard
 from ..runstate import Base, remove_temporaries
 from ..writers.tables import (
+    count_rows,
     index_batch,
     ledger_batch,
     merge_index,
     merge_ledger,
-    count_rows,
     read_table,
     write_index_parts,
     write_table,
