@@ -117,6 +117,10 @@ class OutputConfig:
     shard_prefix: str = "clips"
     shard_max_clips: int = 1000
     shard_max_bytes: int = 1 << 30
+    # Shards and the index are planned and sorted a key range of about this many clips per worker (~200 bytes a
+    # clip for planning, ~400 for the index): a run of up to this many is planned as one, at any size no worker
+    # holds the whole run.
+    plan_bucket_clips: int = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -357,6 +361,8 @@ class Config:
             raise ConfigError(f"unknown shots.detector {shots.detector!r}; choose one of {list(SHOT_DETECTORS)}")
         if shots.batch_windows < 1:
             raise ConfigError("shots.batch_windows must be at least 1")
+        if kwargs.get("output", OutputConfig()).plan_bucket_clips < 1:
+            raise ConfigError("output.plan_bucket_clips must be at least 1")
         return cls(**kwargs)
 
     @classmethod

@@ -33,9 +33,19 @@ from ..model import FAILED, KEPT, Clip, Source, SourceResult
 from ..process import curate_source
 from ..sandbox import Sandbox
 from ..spans import Span, Split, merge_spans
-from ..writers.shards import ShardInfo, ShardLayout, plan_layout, shard_entry, write_shard
+from ..writers.buckets import bucket_count, bucket_range, key_bucket
+from ..writers.shards import BucketedLayout, ShardInfo, plan_layout, shard_entry, write_shard
 from ..runstate import Base, remove_temporaries
-from ..writers.tables import index_batch, ledger_batch, merge_index, merge_ledger, read_table, write_table
+from ..writers.tables import (
+    count_rows,
+    index_batch,
+    ledger_batch,
+    merge_index,
+    merge_ledger,
+    read_table,
+    write_index_parts,
+    write_table,
+)
 
 NAMESPACE = "avcurate"
 _ROWS_PER_BATCH = 2000
@@ -290,10 +300,16 @@ class WriteOutputs(beam.PTransform):
     """Shards (with their per-shard embedding arrays), the index and the ledger, byte-identical whatever the
     scheduling.
 
-    One worker sees each kept clip's planning entry (its key and sizes, about 200 bytes) and plans the shards as
-    consecutive key ranges; every worker gets that plan as a side input, clips travel to their shard by key,
-    and the shards are written in parallel. The index and the ledger are single Parquet files, so their rows
-    do meet on one worker, as Arrow batches built in parallel.
+    No worker sees the whole run: kept clips are counted, and their keys cut into key-range buckets of about
+    `output.plan_bucket_clips` clips (`avcurate.writers.buckets`). Each bucket's planning entries (a clip's key
+    and sizes, about 200 bytes) meet on one worker, which plans its shards as consecutive key ranges; one small
+    step numbers the buckets' shards on from each other, and every worker gets those per-bucket layouts as a side
+    input. Clips travel to their shard by key, and the shards are written in parallel.
+
+    The index is one Parquet file, written the same way: its rows are bucketed by key (a bucket's with the base's
+    rows of its range), each bucket's sorted and written to a part in the staging area, then the parts are
+    copied, one at a time and in key order, into the index. With one bucket (a run of up to plan_bucket_clips
+    clips), every output is byte-identical to planning and indexing the whole run at once.
     """
 
     def __init__(self, cfg: Config, output_dir: str, staging_dir: str, base: Base | None = None) -> None:
@@ -302,20 +318,30 @@ class WriteOutputs(beam.PTransform):
 
     def expand(self, results: Any) -> Any:
         out, shards_cfg, base = self.output_dir, self.cfg.output, self.base
-        prefix = shards_cfg.shard_prefix
+        prefix, per_bucket = shards_cfg.shard_prefix, shards_cfg.plan_bucket_clips
         first_shard = base.shards if base is not None else 0
         kept = results | "Kept" >> beam.FlatMap(lambda r: [c for c in r.clips if c.status == KEPT])
+        entries = kept | "ShardEntries" >> beam.Map(shard_entry, prefix)
+        plan_buckets = (
+            entries
+            | "CountEntries" >> beam.combiners.Count.Globally()
+            | "PlanBuckets" >> beam.Map(bucket_count, per_bucket)
+        )
         layout = beam.pvalue.AsSingleton(
-            kept
-            | "ShardEntries" >> beam.Map(shard_entry, prefix)
-            | "AllEntries" >> beam.combiners.ToList()
-            | "PlanShards"
-            >> beam.Map(
-                lambda entries: plan_layout(
-                    entries, prefix=prefix, max_clips=shards_cfg.shard_max_clips, max_bytes=shards_cfg.shard_max_bytes,
-                    start=first_shard,
-                )
-            )
+            entries
+            | "EntryBucket" >> beam.Map(lambda e, n: (key_bucket(e.key, n), e), beam.pvalue.AsSingleton(plan_buckets))
+            | "EntriesByBucket" >> beam.GroupByKey()
+            | "PlanBucket"
+            >> beam.MapTuple(
+                lambda bucket, bucket_entries: (bucket, plan_layout(
+                    bucket_entries, prefix=prefix, max_clips=shards_cfg.shard_max_clips,
+                    max_bytes=shards_cfg.shard_max_bytes, start=first_shard,
+                ))
+            )  # fmt: skip
+            | "AllBucketLayouts" >> beam.combiners.ToList()
+            | "NumberShards"
+            >> beam.Map(lambda planned, n: BucketedLayout.numbered(planned, n, prefix, first_shard),
+                        beam.pvalue.AsSingleton(plan_buckets))  # fmt: skip
         )
         by_shard = kept | "Place" >> beam.Map(lambda clip, layout_: layout_.place(clip), layout)
         placed = by_shard | "Placed" >> beam.Values()
@@ -326,22 +352,34 @@ class WriteOutputs(beam.PTransform):
             | "AllShards" >> beam.combiners.ToList()
         )
         others = results | "NotKept" >> beam.FlatMap(lambda r: [c for c in r.clips if c.status != KEPT])
-        # Rows travel to the one writer as columnar batches: a few hundred bytes a row instead of several KB.
-        index = (
-            (placed, others)
-            | "AllClips" >> beam.Flatten()
-            | "BatchClips" >> beam.BatchElements(max_batch_size=_ROWS_PER_BATCH)
-            | "IndexBatches" >> beam.Map(index_batch)
-            | "AllIndexBatches" >> beam.combiners.ToList()
-            | "WriteIndex" >> beam.Map(lambda batches: write_table(merge_index(batches + _base_rows(base, "index")),
-                                                                  f"{out}/index.parquet"))  # fmt: skip
+        clips = (placed, others) | "AllClips" >> beam.Flatten()
+        index_buckets = (
+            clips
+            | "CountClips" >> beam.combiners.Count.Globally()
+            | "IndexBuckets" >> beam.Map(_index_buckets, base, per_bucket)
         )
+        # Every bucket gets a marker (None), so one without new clips still gets its part: its base rows.
+        markers = index_buckets | "EveryBucket" >> beam.FlatMap(lambda n: [(bucket, None) for bucket in range(n)])
+        parts_dir = f"{self.staging_dir}/index-parts"
+        by_bucket = clips | "ClipBucket" >> beam.Map(lambda c, n: (key_bucket(c.key, n), c),
+                                                     beam.pvalue.AsSingleton(index_buckets))  # fmt: skip
+        index = (
+            (by_bucket, markers)
+            | "ClipsAndMarkers" >> beam.Flatten()
+            | "IndexRows" >> beam.CombinePerKey(_IndexRows())
+            | "WriteIndexPart"
+            >> beam.FlatMap(_write_index_part, beam.pvalue.AsSingleton(index_buckets), base, parts_dir)
+            | "AllIndexParts" >> beam.combiners.ToList()
+            | "WriteIndex" >> beam.Map(lambda parts: write_index_parts([path for _, path in sorted(parts)],
+                                                                       f"{out}/index.parquet"))  # fmt: skip
+        )
+        # The ledger's rows do meet on one worker: one a source, a thousand times fewer than the index's.
         ledger = (
             results
             | "BatchResults" >> beam.BatchElements(max_batch_size=_ROWS_PER_BATCH)
             | "LedgerBatches" >> beam.Map(ledger_batch)
             | "AllLedgerBatches" >> beam.combiners.ToList()
-            | "WriteLedger" >> beam.Map(lambda batches: write_table(merge_ledger(batches + _base_rows(base, "ledger")),
+            | "WriteLedger" >> beam.Map(lambda batches: write_table(merge_ledger(batches + _base_ledger(base)),
                                                                    f"{out}/ledger.parquet"))  # fmt: skip
         )
         # Staged clips are removed only once every shard is written.
@@ -358,18 +396,63 @@ class WriteOutputs(beam.PTransform):
         )
 
 
-def _base_rows(base: Base | None, table: str) -> list[Any]:
-    """The finished run's rows an incremental run keeps, unchanged."""
-    if base is None:
+class _IndexRows(beam.CombineFn):
+    """A bucket's clips as Arrow index batches, built where the clips are: columnar rows (a few hundred bytes
+    each) cross the shuffle, not clips (several KB). None, a bucket's marker, adds no row."""
+
+    def create_accumulator(self) -> tuple[list[Clip], list[Any]]:
+        return [], []  # clips not in a batch yet, batches
+
+    def add_input(self, rows: tuple[list[Clip], list[Any]], clip: Clip | None) -> tuple[list[Clip], list[Any]]:
+        if clip is not None:
+            rows[0].append(clip)
+        return self.compact(rows) if len(rows[0]) >= _ROWS_PER_BATCH else rows
+
+    def merge_accumulators(self, accumulators: Iterable[tuple[list[Clip], list[Any]]]) -> tuple[list[Clip], list[Any]]:
+        clips, batches = [], []
+        for more_clips, more_batches in accumulators:
+            clips += more_clips
+            batches += more_batches
+        return clips, batches
+
+    def compact(self, rows: tuple[list[Clip], list[Any]]) -> tuple[list[Clip], list[Any]]:
+        clips, batches = rows
+        return ([], [*batches, index_batch(clips)]) if clips else rows
+
+    def extract_output(self, rows: tuple[list[Clip], list[Any]]) -> list[Any]:
+        return self.compact(rows)[1]
+
+
+def _write_index_part(
+    bucket_rows: tuple[int, list[Any]], buckets: int, base: Base | None, parts_dir: str
+) -> list[tuple[int, str]]:
+    """The bucket's index rows, with the base's of its key range, sorted into a part of the index; none if it
+    has no rows."""
+    bucket, batches = bucket_rows
+    base_rows = [read_table(base.index, keys=bucket_range(bucket, buckets))] if base is not None else []
+    table = merge_index(batches + base_rows)
+    if not table.num_rows:
         return []
-    return [read_table(base.index if table == "index" else base.ledger)]
+    path = f"{parts_dir}/{bucket:06d}.parquet"
+    write_table(table, path)
+    return [(bucket, path)]
+
+
+def _index_buckets(new_clips: int, base: Base | None, per_bucket: int) -> int:
+    """The index's buckets: by its rows, the new clips' and the base's."""
+    return bucket_count(new_clips + (count_rows(base.index) if base is not None else 0), per_bucket)
+
+
+def _base_ledger(base: Base | None) -> list[Any]:
+    """The finished run's ledger rows, which an incremental run keeps unchanged."""
+    return [read_table(base.ledger)] if base is not None else []
 
 
 def _write_shard(
-    shard: tuple[int, Iterable[Clip]], layout: ShardLayout, shards_dir: str, embeddings_dir: str
+    shard: tuple[tuple[int, int], Iterable[Clip]], layout: BucketedLayout, shards_dir: str, embeddings_dir: str
 ) -> ShardInfo:
-    index, clips = shard
-    return write_shard(layout.plan(index, clips), shards_dir, embeddings_dir)
+    where, clips = shard
+    return write_shard(layout.plan(where, clips), shards_dir, embeddings_dir)
 
 
 def _cleanup(

@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from avcurate.faults import fault_point
 from avcurate.model import KEPT, Clip
+from avcurate.writers.buckets import key_bucket
 from avcurate.writers.embeddings import SAFE_ROLE, SHARD_DTYPE, npy_bytes, sample_members, shard_arrays
 
 BLOCK = tarfile.BLOCKSIZE  # 512: every header and every member's padded data
@@ -58,7 +59,7 @@ class ShardInfo:
 
 @dataclass(frozen=True, slots=True)
 class ShardEntry:
-    """What planning needs of one kept clip: a few dozen bytes, so a whole run's entries fit one worker."""
+    """What planning needs of one kept clip: a few dozen bytes, so a bucket's entries fit one worker."""
 
     key: str
     mp4_bytes: int
@@ -95,6 +96,46 @@ class ShardLayout:
         if len(ordered) != self.n_clips[index] or any(self.index_of(c.key) != index for c in ordered):
             raise ValueError(f"shard {name} was given clips that the plan put elsewhere")
         return ShardPlan(name, ordered, self.n_bytes[index])
+
+
+@dataclass(frozen=True)
+class BucketedLayout:
+    """The layout of a run planned a key-range bucket per worker (`avcurate.writers.buckets`): each bucket's
+    shards are numbered on from those of the buckets before it, so numbers stay contiguous from the first
+    bucket's `start`, and no shard crosses a bucket's range. A shard is named by (bucket, index in its bucket)."""
+
+    buckets: tuple[ShardLayout, ...]  # in bucket order, each with its own `start`
+
+    @classmethod
+    def numbered(
+        cls, planned: Iterable[tuple[int, ShardLayout]], buckets: int, prefix: str, start: int
+    ) -> BucketedLayout:
+        """The buckets' layouts, each planned with `start` (a bucket without clips has none), renumbered."""
+        by_bucket = dict(planned)
+        layouts = []
+        for bucket in range(buckets):
+            layout = by_bucket.get(bucket, ShardLayout(prefix, (), (), (), start))
+            n = len(layout.n_clips)
+            # A json member's size depends on the length of its shard's name, which grows past 999999.
+            ends = (layout.start, layout.start + n - 1, start, start + n - 1)
+            if n and len({len(shard_name(prefix, i)) for i in ends}) > 1:
+                raise ValueError(
+                    f"bucket {bucket}'s shards were planned with names of another length than their numbers from "
+                    f"{start} give; plan in fewer buckets (a larger output.plan_bucket_clips)"
+                )
+            layouts.append(dataclasses.replace(layout, start=start))
+            start += n
+        return cls(tuple(layouts))
+
+    def place(self, clip: Clip) -> tuple[tuple[int, int], Clip]:
+        """The kept `clip`'s shard as (bucket, index), and a copy of it naming its shard."""
+        bucket = key_bucket(clip.key, len(self.buckets))
+        index, placed = self.buckets[bucket].place(clip)
+        return (bucket, index), placed
+
+    def plan(self, shard: tuple[int, int], clips: Iterable[Clip]) -> ShardPlan:
+        bucket, index = shard
+        return self.buckets[bucket].plan(index, clips)
 
 
 def shard_name(prefix: str, index: int) -> str:

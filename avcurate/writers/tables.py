@@ -250,21 +250,22 @@ def index_batch(clips: list[Clip]) -> pa.Table:
     return table
 
 
-def merge_index(batches: list[pa.Table]) -> pa.Table:
-    """The batches as one index: a batch without an embedding column others have gets it with empty rows."""
-    dims = _embedding_dims(batches)
+def merge_index(batches: list[pa.Table], dims: dict[str, int] | None = None) -> pa.Table:
+    """The batches as one index: a batch without an embedding column others have (or `dims` names) gets it with
+    empty rows."""
+    dims = _embedding_dims([batch.schema for batch in batches]) if dims is None else dims
     schema = index_schema(dims)
     return _merge([_with_embedding_columns(batch, dims).select(schema.names) for batch in batches], schema, ["key"])
 
 
-def _embedding_dims(batches: list[pa.Table]) -> dict[str, int]:
+def _embedding_dims(schemas: list[pa.Schema]) -> dict[str, int]:
     """role -> D of the embedding columns in any batch; one model per role, so D must agree."""
     dims: dict[str, int] = {}
-    for batch in batches:
+    for schema in schemas:
         for role in RETRIEVAL_ROLES:
             name = embedding_column(role)
-            if name in batch.column_names:
-                dim = batch.schema.field(name).type.list_size
+            if name in schema.names:
+                dim = schema.field(name).type.list_size
                 if dims.setdefault(role, dim) != dim:
                     raise ValueError(f"index batches disagree on the size of {name}: {dims[role]} and {dim}")
     return dims
@@ -308,10 +309,45 @@ def write_table(table: pa.Table, path: str) -> None:
         pq.write_table(table, out, **_PARQUET_OPTIONS)
 
 
-def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
-    """A table this module wrote (an earlier run's index or ledger), through FileSystems."""
+def write_index_parts(parts: list[str], path: str) -> None:
+    """One index file from parts (index files), each of a key range, given in key order; one part in memory at
+    a time. From one part, the same bytes as `write_table` of its rows (what a one-part run wrote before parts).
+
+    Each part's row groups end where it ends, so several parts give other bytes than one file of all rows would:
+    reproducible still, as the parts are.
+    """
+    schemas = []
+    for part in parts:
+        with FileSystems.open(part) as f:
+            schemas.append(pq.read_schema(f))
+    dims = _embedding_dims(schemas)
+    tables = (merge_index([read_table(part)], dims) for part in parts) if parts else iter([merge_index([])])
+    options = {k: v for k, v in _PARQUET_OPTIONS.items() if k != "row_group_size"}
+    with atomic_create(path, "application/vnd.apache.parquet") as out:
+        # What pq.write_table does with one table, here with each part in turn.
+        with pq.ParquetWriter(out, index_schema(dims), **options) as writer:
+            for table in tables:
+                writer.write_table(table, row_group_size=_PARQUET_OPTIONS["row_group_size"])
+
+
+def count_rows(path: str) -> int:
+    """How many rows a Parquet file has, from its footer."""
     with FileSystems.open(path) as f:
-        return pq.read_table(f, columns=columns).replace_schema_metadata(None)
+        return pq.ParquetFile(f).metadata.num_rows
+
+
+def read_table(
+    path: str, columns: list[str] | None = None, keys: tuple[str, str | None] | None = None
+) -> pa.Table:
+    """A table this module wrote (an earlier run's index or ledger), through FileSystems; with `keys` (first,
+    end), only the index rows with first <= key < end (end None: no end), read from the row groups whose
+    statistics allow such keys."""
+    filters = None
+    if keys is not None:
+        first, end = keys
+        filters = [("key", ">=", first)] + ([("key", "<", end)] if end is not None else [])
+    with FileSystems.open(path) as f:
+        return pq.read_table(f, columns=columns, filters=filters).replace_schema_metadata(None)
 
 
 def canonical_json(value: Any) -> str:
