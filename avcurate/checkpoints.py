@@ -94,7 +94,6 @@ def save_embedded(staging_dir: str, clip: Clip) -> Clip:
     models = np.frombuffer(json.dumps(clip.models, sort_keys=True).encode(), np.uint8)
     np.savez(buffer, **clip.embeddings, **{_MODELS: models})
     write_bytes(_join(staging_dir, _EMBEDDED, f"{clip.key}.npz"), buffer.getvalue())
-    fault_point("embedded")
     paths = [inputs_path(staging_dir, clip.key, part) for part in PARTS]
     fs = filesystems()
     for path in paths:
@@ -103,6 +102,7 @@ def save_embedded(staging_dir: str, clip: Clip) -> Clip:
                 os.unlink(path)
         elif fs.exists(path):
             fs.delete([path])
+    fault_point("embedded")
     return clip
 
 

@@ -18,8 +18,10 @@ from .model import ProbeInfo, SourceResult
 # timestamp jumps that the decoder re-anchors as it meets them, which only works when decoding from the start.
 _SEEKABLE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm"})
 
-# A header may claim any duration (1e12 s): the number of spans is bounded, whatever it says.
+# A header may claim any duration (1e12 s): the number of spans is bounded, whatever it says, and a source is
+# split only if its size could hold that much media (real audio-visual streams take far more than 16 kbit/s).
 _MAX_SPANS = 256
+_MIN_PLAUSIBLE_BPS = 16_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ def plan_spans(probe: ProbeInfo, cfg: Config) -> list[Span]:
     span_s, duration_s = cfg.decode.span_s, probe.duration_s
     if span_s <= 0 or not duration_s or duration_s <= 1.5 * span_s or not _seekable(probe.format_name):
         return [WHOLE_SOURCE]
+    if not probe.size_bytes or probe.size_bytes * 8 / duration_s < _MIN_PLAUSIBLE_BPS:
+        return [WHOLE_SOURCE]  # a duration the file is too small to hold: decoded whole, judged by its progress
     count = min(round(duration_s / span_s), _MAX_SPANS)
     frames = int(duration_s * cfg.decode.fps) // count
     return [Span(i, i * frames, (i + 1) * frames if i < count - 1 else None) for i in range(count)]

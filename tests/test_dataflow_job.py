@@ -166,8 +166,10 @@ def _check_graph(proto: beam_runner_api_pb2.Pipeline, expected: list[str], cfg: 
             fn = beam_runner_api_pb2.ParDoPayload.FromString(t.spec.payload).do_fn
             if fn.urn == python_urns.PICKLED_DOFN_INFO:
                 dofns[t.unique_name] = pickler.loads(fn.payload)[0]
-    (curate,) = [fn for fn in dofns.values() if isinstance(fn, _CurateSourceFn)]
-    assert curate.cfg == cfg and curate.staging_dir == f"{BUCKET}/curated/_staging" and curate.parallel == 1
+    curates = [fn for fn in dofns.values() if isinstance(fn, _CurateSourceFn)]
+    assert len(curates) == 2  # sources, and spans of long ones
+    for curate in curates:
+        assert curate.cfg == cfg and curate.staging_dir == f"{BUCKET}/curated/_staging" and curate.parallel == 1
 
 
 def test_default_pipeline_translates_to_a_dataflow_gpu_job(offline_dataflow: dict[str, Any]) -> None:

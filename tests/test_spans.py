@@ -48,8 +48,12 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def probe(format_name: str = "mov,mp4,m4a,3gp,3g2,mj2", duration_s: float = 3600.0) -> ProbeInfo:
-    return ProbeInfo(format_name=format_name, duration_s=duration_s, size_bytes=None, has_video=True, has_audio=True)
+def probe(
+    format_name: str = "mov,mp4,m4a,3gp,3g2,mj2", duration_s: float = 3600.0, size_bytes: int | None = -1
+) -> ProbeInfo:
+    """A header; by default a file of 1 Mbit/s for its duration."""
+    size = int(duration_s * 1e6 / 8) if size_bytes == -1 else size_bytes
+    return ProbeInfo(format_name=format_name, duration_s=duration_s, size_bytes=size, has_video=True, has_audio=True)
 
 
 def with_span_s(span_s: float) -> Config:
@@ -68,7 +72,10 @@ def test_only_long_seekable_sources_are_split_into_contiguous_spans() -> None:
     assert spans[0].first_frame == 0 and spans[-1].end_frame is None
     assert all(a.end_frame == b.first_frame for a, b in zip(spans, spans[1:]))  # contiguous, no overlap
     assert {s.end_frame - s.first_frame for s in spans[:-1]} == {15000}  # 600 s at 25 fps
-    assert len(plan_spans(probe("matroska,webm", duration_s=1e12), Config())) == 256  # a lying header is bounded
+    assert len(plan_spans(probe("matroska,webm", duration_s=1e12), Config())) == 256  # bounded, whatever it says
+    # A header claiming more than its file could hold (1e12 s in 1 MB), or a size unknown: decoded whole.
+    assert plan_spans(probe("matroska,webm", duration_s=1e12, size_bytes=1 << 20), Config()) == one
+    assert plan_spans(probe(duration_s=3600.0, size_bytes=None), Config()) == one
 
 
 def test_a_span_decodes_after_a_seek_the_frames_and_samples_of_a_full_decode(shots: Path) -> None:
