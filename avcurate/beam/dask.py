@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import atexit
 import collections
-import pickle
 import re
 import threading
-import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -50,7 +48,7 @@ from apache_beam.runners.dask.overrides import (
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 from apache_beam.runners.worker import statesampler
 from apache_beam.transforms.sideinputs import SideInputMap
-from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.counters import CounterFactory
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -200,12 +198,13 @@ def _key(item: tuple[Any, Any]) -> Any:
     return item[0]
 
 
-def _split_to(partition: Iterable[Any], partitions: int) -> list[list[Any]]:
-    """A partition's elements, by the new partition each moves to: chosen from its content and position, not by
-    chance, so a partition Dask computes again (after a lost worker) sends every element where it did before."""
+def _split_to(partition: Iterable[Any], first: int, partitions: int) -> list[list[Any]]:
+    """A partition's elements by the new partition each moves to: round robin from `first` (the partition's own
+    number), so that the few elements of one partition (a long source's spans) never share a new one, and a
+    partition Dask computes again (after a lost worker) sends every element where it did the first time."""
     parts: list[list[Any]] = [[] for _ in range(partitions)]
     for i, value in enumerate(partition):
-        parts[(zlib.crc32(pickle.dumps(value)) + i) % partitions].append(value)
+        parts[(first + i) % partitions].append(value)
     return parts
 
 
@@ -271,7 +270,7 @@ class _Translator(PipelineVisitor):
         name = f"beam-reshuffle-{tokenize(bag.name, self.partitions)}"
         layer: dict[Any, Any] = {}
         for i in range(bag.npartitions):
-            layer[(f"{name}-split", i)] = (_split_to, (bag.name, i), self.partitions)
+            layer[(f"{name}-split", i)] = (_split_to, (bag.name, i), i, self.partitions)
         for j in range(self.partitions):
             layer[(name, j)] = (_part, [(f"{name}-split", i) for i in range(bag.npartitions)], j)
         return db.Bag(HighLevelGraph.from_collections(name, layer, dependencies=[bag]), name, self.partitions)
