@@ -34,8 +34,9 @@ class DecodeConfig:
     memory_limit_mb: int = 3072  # cap on what the sandboxed decoder process allocates (RLIMIT_DATA)
     threads: int = 1  # decoder and encoder threads per worker; parallelism comes from workers
     # Sources longer than 1.5x this are split into spans of about this length that different workers decode
-    # (avcurate/spans.py), so one long source does not keep one worker busy for hours; 0: never split.
-    span_s: float = 600.0
+    # (avcurate/spans.py), so one long source does not keep one worker busy for hours. 0 (the default): never
+    # split, since a split source's clip MP4s are not yet byte-reproducible (docs/distributed.md, Long sources).
+    span_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -60,22 +60,26 @@ def with_span_s(span_s: float) -> Config:
     return dataclasses.replace(CFG, decode=dataclasses.replace(CFG.decode, span_s=span_s))
 
 
+SPLIT = with_span_s(600)
+
+
 def test_only_long_seekable_sources_are_split_into_contiguous_spans() -> None:
     one = [Span(0, 0, None)]
     assert plan_spans(probe(duration_s=3600.0), with_span_s(0)) == one  # 0: never split
-    assert plan_spans(probe(duration_s=0.0), Config()) == one  # duration unknown
-    assert plan_spans(probe(duration_s=900.0), Config()) == one  # not longer than 1.5 x 600 s
-    assert plan_spans(probe("mpegts"), Config()) == one  # timestamps may jump: re-anchored only from the start
-    spans = plan_spans(probe(duration_s=3600.0), Config())
-    assert spans == plan_spans(probe(duration_s=3600.0), Config())  # deterministic
+    assert plan_spans(probe(duration_s=3600.0), Config()) == one  # the default
+    assert plan_spans(probe(duration_s=0.0), SPLIT) == one  # duration unknown
+    assert plan_spans(probe(duration_s=900.0), SPLIT) == one  # not longer than 1.5 x 600 s
+    assert plan_spans(probe("mpegts"), SPLIT) == one  # timestamps may jump: re-anchored only from the start
+    spans = plan_spans(probe(duration_s=3600.0), SPLIT)
+    assert spans == plan_spans(probe(duration_s=3600.0), SPLIT)  # deterministic
     assert [s.index for s in spans] == list(range(6))
     assert spans[0].first_frame == 0 and spans[-1].end_frame is None
     assert all(a.end_frame == b.first_frame for a, b in zip(spans, spans[1:]))  # contiguous, no overlap
     assert {s.end_frame - s.first_frame for s in spans[:-1]} == {15000}  # 600 s at 25 fps
-    assert len(plan_spans(probe("matroska,webm", duration_s=1e12), Config())) == 256  # bounded, whatever it says
+    assert len(plan_spans(probe("matroska,webm", duration_s=1e12), SPLIT)) == 256  # bounded, whatever it says
     # A header claiming more than its file could hold (1e12 s in 1 MB), or a size unknown: decoded whole.
-    assert plan_spans(probe("matroska,webm", duration_s=1e12, size_bytes=1 << 20), Config()) == one
-    assert plan_spans(probe(duration_s=3600.0, size_bytes=None), Config()) == one
+    assert plan_spans(probe("matroska,webm", duration_s=1e12, size_bytes=1 << 20), SPLIT) == one
+    assert plan_spans(probe(duration_s=3600.0, size_bytes=None), SPLIT) == one
 
 
 def test_a_span_decodes_after_a_seek_the_frames_and_samples_of_a_full_decode(shots: Path) -> None:
