@@ -254,3 +254,28 @@ class _MonoAudio:
         lead = round((self._start or 0.0) * self.sample_rate)
         # A stream starting after t=0 is padded with silence; one starting before it is cut.
         return np.pad(samples, (lead, 0)) if lead >= 0 else samples[-lead:]
+
+
+# Shots of 3.6 to 7 s (under clips.max_s, so every clip is one shot): 64.8 s of lavfi test patterns.
+TEST_PATTERN_SHOTS = (
+    ("testsrc2", 5.2), ("smptebars", 6.0), ("testsrc", 4.4), ("rgbtestsrc", 7.0), ("smptehdbars", 3.6),
+    ("mandelbrot", 6.4), ("yuvtestsrc", 4.8), ("pal75bars", 5.6), ("colorspectrum", 6.2), ("testsrc2", 4.0),
+    ("smptebars", 5.0), ("testsrc", 6.6),
+)  # fmt: skip
+
+
+def write_shots_video(
+    path: str | Path, size: str = "320x240", preset: str = "ultrafast", extra: tuple[str, ...] = ()
+) -> Path:
+    """TEST_PATTERN_SHOTS cut together (hard cuts at known times) with a 440 Hz tone, H.264 + AAC."""
+    args: list[str] = []
+    for name, duration in TEST_PATTERN_SHOTS:
+        args += ["-f", "lavfi", "-t", str(duration), "-i", f"{name}=s={size}:r=25"]
+    n = len(TEST_PATTERN_SHOTS)
+    total = sum(duration for _, duration in TEST_PATTERN_SHOTS)
+    args += ["-f", "lavfi", "-i", f"sine=f=440:d={total}:sample_rate=48000"]
+    chain = "".join(f"[{i}:v]format=yuv420p,setsar=1[v{i}];" for i in range(n))
+    chain += "".join(f"[v{i}]" for i in range(n)) + f"concat=n={n}:v=1:a=0[v]"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args, "-filter_complex", chain, "-map", "[v]", "-map", f"{n}:a",
+                    "-c:v", "libx264", "-preset", preset, *extra, "-c:a", "aac", str(path)], check=True)  # fmt: skip
+    return Path(path)

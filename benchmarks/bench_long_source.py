@@ -3,8 +3,8 @@
 
     .venv/bin/python benchmarks/bench_long_source.py [--minutes 17.3] [--dask] [--json results.json]
 
-Generates a source of shots (lavfi test patterns cut every 3.6 to 7 s, a tone; 64.8 s looped to the length
-asked, stream copy) and curates it:
+Generates a source of shots (`avcurate.synth.write_shots_video`: lavfi test patterns cut every 3.6 to 7 s, a
+tone; 64.8 s looped to the length asked, stream copy) and curates it:
 
   whole x2   --workers 2, the default config (decode.span_s: 0: one source keeps one worker busy, the other idle)
   spans x1   --workers 1 with decode.span_s: 600: the baseline
@@ -30,25 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import avcurate_command, code_state, cpu_model, log, loadavg  # noqa: E402
 
-SHOTS = [
-    ("testsrc2", 5.2), ("smptebars", 6.0), ("testsrc", 4.4), ("rgbtestsrc", 7.0), ("smptehdbars", 3.6),
-    ("mandelbrot", 6.4), ("yuvtestsrc", 4.8), ("pal75bars", 5.6), ("colorspectrum", 6.2), ("testsrc2", 4.0),
-    ("smptebars", 5.0), ("testsrc", 6.6),
-]  # fmt: skip
+from avcurate.synth import TEST_PATTERN_SHOTS, write_shots_video  # noqa: E402
 
 
 def make_source(folder: Path, minutes: float) -> Path:
-    shots = folder / "shots.mp4"
-    args: list[str] = []
-    for name, duration in SHOTS:
-        args += ["-f", "lavfi", "-t", str(duration), "-i", f"{name}=s=480x270:r=25"]
-    total = sum(duration for _, duration in SHOTS)
-    args += ["-f", "lavfi", "-i", f"sine=f=440:d={total}:sample_rate=48000"]
-    chain = "".join(f"[{i}:v]format=yuv420p,setsar=1[v{i}];" for i in range(len(SHOTS)))
-    chain += "".join(f"[v{i}]" for i in range(len(SHOTS))) + f"concat=n={len(SHOTS)}:v=1:a=0[v]"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *args, "-filter_complex", chain, "-map", "[v]", "-map",
-                    f"{len(SHOTS)}:a", "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-c:a", "aac", str(shots)],
-                   check=True)  # fmt: skip
+    shots = write_shots_video(folder / "shots.mp4", size="480x270", preset="veryfast", extra=("-g", "50"))
+    total = sum(duration for _, duration in TEST_PATTERN_SHOTS)
     loops = max(0, round(minutes * 60 / total) - 1)
     long = folder / "inputs" / "long.mp4"
     long.parent.mkdir()

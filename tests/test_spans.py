@@ -16,13 +16,9 @@ from avcurate.decode import AlignedDecoder, luma
 from avcurate.model import ProbeInfo, Source, SourceResult
 from avcurate.process import process_source, probe_source
 from avcurate.spans import Span, merge_spans, plan_spans
+from avcurate.synth import TEST_PATTERN_SHOTS, write_shots_video
 
-# Shots of 3.6 to 7 s (under clips.max_s, so every clip is one shot) with a 440 Hz tone: 64.8 s, 1620 frames.
-SHOTS = [
-    ("testsrc2", 5.2), ("smptebars", 6.0), ("testsrc", 4.4), ("rgbtestsrc", 7.0), ("smptehdbars", 3.6),
-    ("mandelbrot", 6.4), ("yuvtestsrc", 4.8), ("pal75bars", 5.6), ("colorspectrum", 6.2), ("testsrc2", 4.0),
-    ("smptebars", 5.0), ("testsrc", 6.6),
-]  # fmt: skip
+SHOTS = TEST_PATTERN_SHOTS  # 64.8 s, 1620 frames
 CFG = Config.from_dict({"filters": [], "decode": {"span_s": 20}})  # three spans of 540 frames
 # Audio after a seek: the same samples, but for the source's last frame (the resampler's final flush) and a
 # span decoded from a flushed AAC decoder at the source's start; measured at most 6e-4 there, on a 0.125 tone.
@@ -35,17 +31,7 @@ def ffmpeg(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("media") / "shots.mp4"
-    args = []
-    for name, duration in SHOTS:
-        args += ["-f", "lavfi", "-t", str(duration), "-i", f"{name}=s=320x240:r=25"]
-    total = sum(duration for _, duration in SHOTS)
-    args += ["-f", "lavfi", "-i", f"sine=f=440:d={total}:sample_rate=48000"]
-    chain = "".join(f"[{i}:v]format=yuv420p,setsar=1[v{i}];" for i in range(len(SHOTS)))
-    chain += "".join(f"[v{i}]" for i in range(len(SHOTS))) + f"concat=n={len(SHOTS)}:v=1:a=0[v]"
-    ffmpeg(*args, "-filter_complex", chain, "-map", "[v]", "-map", f"{len(SHOTS)}:a", "-c:v", "libx264",
-           "-preset", "ultrafast", "-c:a", "aac", str(path))  # fmt: skip
-    return path
+    return write_shots_video(tmp_path_factory.mktemp("media") / "shots.mp4")
 
 
 def probe(
