@@ -8,8 +8,9 @@ dies at once: a lost worker or decoder), "kill-run" (SIGKILL to this process's w
 every process it started, as `kill -9` of the tree would).
 
 Points: "curate" (a Beam worker, before curating a source), "decode" (inside the sandboxed decoder, at each
-decoded frame), "embedded" (after a clip's embeddings are saved), "shard" (a shard writer, after each clip is
-in the tar, before the tar is complete).
+decoded frame), "embedded" (after a clip's embeddings are saved and its inputs deleted), "shard" (a shard
+writer, after each clip is in the tar, before the tar is complete), "finished" (every output written and the run
+marked finished, before its staging area is deleted).
 """
 
 from __future__ import annotations

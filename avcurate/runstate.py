@@ -81,6 +81,8 @@ def prepare_output(
                     "that command again to finish it, or pass --overwrite to start over"
                 )
             _clear_partial_outputs(out, unfinished.base_shards)
+            if is_local(out):
+                os.makedirs(f"{out}/shards", exist_ok=True)
             base = _base(out, unfinished.base_shards) if incremental else None
             return Prepared(resumed=True, base=base)
         if finished and not incremental:
@@ -88,6 +90,7 @@ def prepare_output(
                 f"{out} already holds a run ({', '.join(finished)}); pass --overwrite to replace it, --incremental to "
                 "add the inputs it does not have yet, or pick another --output"
             )
+        delete_tree(staging_dir(out))  # without a record: left over by a run killed while it finished
         base_shards = None
         if incremental and finished:
             base_shards = _copy_base(out, config_hash)
@@ -98,6 +101,16 @@ def prepare_output(
         return Prepared(resumed=False, base=_base(out, base_shards) if base_shards is not None else None)
     except (OSError, StorageError) as e:
         raise StorageError(f"cannot write to --output {out} ({e}); pick a folder you can write to") from e
+
+
+def finish_run(output: str) -> None:
+    """Mark the run in `output` finished: its record goes before the rest of the staging area, so a kill while
+    that is deleted leaves a finished run (with some staging left over) rather than an unfinished one whose
+    checkpoints name staged clips that are gone."""
+    path = f"{staging_dir(output)}/{_RECORD}"
+    fs = filesystems()
+    if fs.exists(path):
+        fs.delete([path])
 
 
 def _read_record(path: str) -> RunRecord | None:

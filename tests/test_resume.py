@@ -109,6 +109,26 @@ def test_a_run_killed_at_a_chosen_point_resumes_to_the_same_bytes(
     assert_same_outputs(demo_run[0], output)
 
 
+def test_a_run_killed_while_it_cleans_up_is_finished(
+    sample_set: SampleSet, demo_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """Killed after every output was written, while deleting its staging area: the run is finished (the same
+    command is told so); the leftovers go with the next run into that folder."""
+    output = tmp_path / "out"
+    env = {**os.environ, FAULTS: json.dumps([{"at": "finished", "do": "kill-run"}])}
+    killed = subprocess.run(command(sample_set.folder, output), env=env, start_new_session=True, capture_output=True,
+                            timeout=600)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL
+    assert (output / "_staging" / "_done").is_dir()  # killed before the staging area went
+    again = run_cli("run", "--config", str(DEMO_CONFIG), "--input", str(sample_set.folder), "--output", str(output))
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    done = subprocess.run(command(sample_set.folder, output, "--incremental"), capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["counters"].get("inputs", 0) == 0  # nothing new, nothing decoded
+    assert_same_outputs(demo_run[0], output)  # the staging area's leftovers are gone
+
+
 def test_an_unfinished_run_is_not_resumed_with_another_config(sample_set: SampleSet, tmp_path: Path) -> None:
     output = tmp_path / "out"
     env = {**os.environ, FAULTS: json.dumps([{"at": "shard", "do": "kill-run"}])}

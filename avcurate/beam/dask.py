@@ -110,9 +110,12 @@ class _DoFnPool:
     def take(self, step: str, fn: bytes) -> tuple[Any, ...]:
         key = (step, hash(fn))
         with self.lock:
-            if self.idle.get(key):
-                self.idle.move_to_end(key)
-                return (*self.idle[key].pop(), False)
+            if key in self.idle:
+                instances = self.idle[key]
+                instance = instances.pop()
+                if not instances:
+                    del self.idle[key]
+                return (*instance, False)
         return (*pickler.loads(fn), True)
 
     def give_back(self, step: str, fn: bytes, instance: tuple[Any, ...]) -> None:
@@ -126,17 +129,23 @@ class _DoFnPool:
                 if not instances:
                     self.idle.popitem(last=False)
         for do_fn, *_ in evicted:
-            do_fn.teardown()
+            _teardown(do_fn)
 
     def close(self) -> None:
         with self.lock:
             instances = [i for group in self.idle.values() for i in group]
             self.idle.clear()
         for do_fn, *_ in instances:
-            try:
-                do_fn.teardown()
-            except Exception:  # the process is exiting: nothing more to do for it
-                pass
+            _teardown(do_fn)
+
+
+def _teardown(do_fn: Any) -> None:
+    """Best effort: a DoFn that fails to tear down (or never finished its setup) must not fail the bundle that
+    used it, nor hide that bundle's own error."""
+    try:
+        do_fn.teardown()
+    except Exception:
+        pass
 
 
 _POOL = _DoFnPool()
@@ -170,7 +179,7 @@ def _run_bundle(items: Iterable[Any], fn: bytes, step: str, *sides: list[Any]) -
                 invoker.invoke_process(_windowed(item))
             invoker.invoke_finish_bundle()
     except BaseException:
-        do_fn.teardown()  # a failed bundle may leave the instance half-way: it is not reused
+        _teardown(do_fn)  # a failed bundle may leave the instance half-way: it is not reused
         raise
     finally:
         statesampler.set_current_tracker(None)
@@ -344,22 +353,28 @@ class DaskRunner(PipelineRunner):
                 n_workers=ours.dask_workers, threads_per_worker=1, processes=True, dashboard_address=None
             )
             client = Client(cluster, set_as_default=False)
-        threads = sum(client.nthreads().values()) or 1
-        partitions = dask_options.npartitions or 4 * threads  # small bundles, so a lost worker costs little
-        pipeline.replace_all(dask_overrides())
-        translator = _Translator(partitions)
-        pipeline.visit(translator)
-        client.run_on_scheduler(_expect_durations, translator.expected_durations)
-        counters = db.concat(translator.counters) if translator.counters else db.from_sequence([], npartitions=1)
-        # Unoptimised: Dask's optimisation renames the tasks of each collection it fuses, and a step that several
-        # outputs share (Curate) would then run once per output.
-        futures = client.compute([*translator.leaves(), counters], retries=ours.dask_retries, optimize_graph=False)
 
         def close() -> None:
             client.close()
             if cluster is not None:
                 cluster.close()
 
+        try:
+            threads = sum(client.nthreads().values()) or 1
+            partitions = dask_options.npartitions or 4 * threads  # small bundles, so a lost worker costs little
+            pipeline.replace_all(dask_overrides())
+            translator = _Translator(partitions)
+            pipeline.visit(translator)
+            client.run_on_scheduler(_expect_durations, translator.expected_durations)
+            counters = db.concat(translator.counters) if translator.counters else db.from_sequence([], npartitions=1)
+            # Unoptimised: Dask's optimisation renames the tasks of each collection it fuses, and a step that
+            # several outputs share (Curate) would then run once per output.
+            futures = client.compute(
+                [*translator.leaves(), counters], retries=ours.dask_retries, optimize_graph=False
+            )
+        except BaseException:
+            close()
+            raise
         return DaskRunnerResult(futures[:-1], futures[-1], close)
 
 

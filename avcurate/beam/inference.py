@@ -123,8 +123,15 @@ class LearnedStages(beam.PTransform):
         embedded = clips | "SaveEmbedded" >> beam.Map(_drop_inputs) | "Checkpoint" >> beam.Map(
             lambda clip, staging: save_embedded(staging, clip), self.staging_dir
         )
-        finished = (embedded, embedded_before) | "AllEmbedded" >> beam.Flatten() | "LearnedScores" >> beam.Map(
-            _Finish(self.cfg, self.plan)
+        finished = (
+            (embedded, embedded_before)
+            | "AllEmbedded" >> beam.Flatten()
+            # A runner that recomputes a lost Curate bundle after the embedding step consumed it (Dask) sends its
+            # clips on again, now as embedded before: one of each, the two being equal.
+            | "EmbeddedByKey" >> beam.Map(lambda clip: (clip.key, clip))
+            | "OnePerClip" >> beam.CombinePerKey(_any)
+            | "OneEach" >> beam.Values()
+            | "LearnedScores" >> beam.Map(_Finish(self.cfg, self.plan))
         )
         dedup = self.cfg.dedup
         if dedup.embedding is None:
@@ -140,6 +147,10 @@ class LearnedStages(beam.PTransform):
             | "JoinDuplicates" >> beam.CoGroupByKey()
             | "MarkDuplicates" >> beam.MapTuple(_MarkDuplicate(dedup.threshold))
         )
+
+
+def _any(clips: Iterable[Clip]) -> Clip:
+    return next(iter(clips))
 
 
 def _drop_inputs(clip: Clip) -> Clip:

@@ -35,7 +35,7 @@ from ..sandbox import Sandbox
 from ..spans import Span, Split, merge_spans
 from ..writers.buckets import bucket_count, bucket_range, key_bucket
 from ..writers.shards import BucketedLayout, ShardInfo, plan_layout, shard_entry, write_shard
-from ..runstate import Base, remove_temporaries
+from ..runstate import Base, finish_run, remove_temporaries
 from ..writers.tables import (
     count_rows,
     index_batch,
@@ -458,6 +458,8 @@ def _write_shard(
 def _cleanup(
     infos: Iterable[ShardInfo], staging_dir: str, output_dir: str, index_done: Any, ledger_done: Any
 ) -> list[ShardInfo]:
+    finish_run(output_dir)  # the run record goes first: a kill from here on leaves a finished run
+    fault_point("finished")
     delete_tree(staging_dir)
     remove_temporaries(output_dir)  # of writers that died (a lost worker) before their task was rerun
     return sorted(infos, key=lambda i: i.name)
