@@ -19,14 +19,13 @@ import io
 import json
 import os
 import shutil
-from typing import Any
 
 import numpy as np
 
 from .faults import fault_point
-from .fsutil import filesystems, is_local, write_bytes
+from .fsutil import delete_files, is_local, read_bytes, write_bytes
 from .inputs import PARTS
-from .inputs import load_inputs as load_local_inputs
+from .inputs import load_inputs as load_folder_inputs
 from .model import KEPT, Clip, ModelInputs, Source, SourceResult
 from .replies import source_result
 from .sandbox import _plain
@@ -69,7 +68,7 @@ def save(staging_dir: str, result: SourceResult, inputs_dir: str | None) -> None
 
 def load(staging_dir: str, source: Source, span: Span | None = None) -> SourceResult | None:
     """The saved result of `source` (or of that span of it), or None if it was not finished."""
-    raw = _read(done_path(staging_dir, source.source_id, span))
+    raw = read_bytes(done_path(staging_dir, source.source_id, span))
     if raw is None:
         return None
     data = json.loads(raw)
@@ -79,13 +78,7 @@ def load(staging_dir: str, source: Source, span: Span | None = None) -> SourceRe
 
 def load_inputs(staging_dir: str, key: str) -> ModelInputs:
     """A kept clip's model inputs, from the staging area."""
-    if is_local(staging_dir):
-        return load_local_inputs(_join(staging_dir, _INPUTS), key)
-    parts: dict[str, Any] = {}
-    for part in PARTS:
-        data = _read(inputs_path(staging_dir, key, part))
-        parts[part] = np.load(io.BytesIO(data), allow_pickle=False) if data is not None else None
-    return ModelInputs(**parts)
+    return load_folder_inputs(_join(staging_dir, _INPUTS), key)
 
 
 def save_embedded(staging_dir: str, clip: Clip) -> Clip:
@@ -94,14 +87,7 @@ def save_embedded(staging_dir: str, clip: Clip) -> Clip:
     models = np.frombuffer(json.dumps(clip.models, sort_keys=True).encode(), np.uint8)
     np.savez(buffer, **clip.embeddings, **{_MODELS: models})
     write_bytes(_join(staging_dir, _EMBEDDED, f"{clip.key}.npz"), buffer.getvalue())
-    paths = [inputs_path(staging_dir, clip.key, part) for part in PARTS]
-    fs = filesystems()
-    for path in paths:
-        if is_local(path):
-            if os.path.exists(path):
-                os.unlink(path)
-        elif fs.exists(path):
-            fs.delete([path])
+    delete_files([inputs_path(staging_dir, clip.key, part) for part in PARTS])
     fault_point("embedded")
     return clip
 
@@ -109,26 +95,13 @@ def save_embedded(staging_dir: str, clip: Clip) -> Clip:
 def load_embedded(staging_dir: str, clip: Clip) -> Clip | None:
     """`clip` with the embeddings an interrupted run saved for it, or None."""
     path = _join(staging_dir, _EMBEDDED, f"{clip.key}.npz")
-    data = _read(path)
+    data = read_bytes(path)
     if data is None:
         return None
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
         embeddings = {role: arrays[role] for role in arrays.files if role != _MODELS}
         models = json.loads(arrays[_MODELS].tobytes())
     return dataclasses.replace(clip, embeddings=embeddings, models=models)
-
-
-def _read(path: str) -> bytes | None:
-    if is_local(path):
-        if not os.path.exists(path):
-            return None
-        with open(path, "rb") as f:
-            return f.read()
-    fs = filesystems()
-    if not fs.exists(path):
-        return None
-    with fs.open(path) as f:
-        return f.read()
 
 
 def _move(local: str, target: str) -> None:

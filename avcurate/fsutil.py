@@ -70,6 +70,34 @@ def _write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
+def read_bytes(path: str) -> bytes | None:
+    """The whole of `path`, or None when there is no such file."""
+    if is_local(path):
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+    fs = filesystems()
+    if not fs.exists(path):
+        return None
+    with fs.open(path) as f:
+        return f.read()
+
+
+def delete_files(paths: list[str]) -> None:
+    """Delete those of `paths` that exist."""
+    local = [p for p in paths if is_local(p)]
+    for path in local:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    remote = [p for p in paths if not is_local(p) and filesystems().exists(p)]
+    if remote:
+        filesystems().delete(remote)
+
+
 def delete_tree(path: str) -> None:
     if is_local(path):
         import shutil

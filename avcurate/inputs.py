@@ -8,6 +8,7 @@ files in the source's scratch folder (the sandbox's replies are JSON), read back
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from .fsutil import read_bytes
 from .model import ModelInputs
 
 
@@ -85,8 +87,9 @@ def save_inputs(folder: str, key: str, inputs: ModelInputs) -> None:
 
 
 def load_inputs(folder: str, key: str) -> ModelInputs:
+    """A clip's inputs from `folder` (local, or a remote folder such as a staging area on gs://)."""
     parts = {}
     for part in PARTS:
-        path = os.path.join(folder, f"{key}.{part}.npy")
-        parts[part] = np.load(path, allow_pickle=False) if os.path.exists(path) else None
+        data = read_bytes(f"{folder.rstrip('/')}/{key}.{part}.npy")
+        parts[part] = np.load(io.BytesIO(data), allow_pickle=False) if data is not None else None
     return ModelInputs(**parts)

@@ -16,8 +16,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from .fsutil import StorageError, delete_tree, filesystems, is_local, write_bytes
+from .fsutil import StorageError, delete_files, delete_tree, filesystems, is_local, read_bytes, write_bytes
 from .writers.shards import shard_number
+from .writers.tables import read_table
 
 STAGING = "_staging"
 _RECORD = "_run.json"
@@ -107,18 +108,14 @@ def finish_run(output: str) -> None:
     """Mark the run in `output` finished: its record goes before the rest of the staging area, so a kill while
     that is deleted leaves a finished run (with some staging left over) rather than an unfinished one whose
     checkpoints name staged clips that are gone."""
-    path = f"{staging_dir(output)}/{_RECORD}"
-    fs = filesystems()
-    if fs.exists(path):
-        fs.delete([path])
+    delete_files([f"{staging_dir(output)}/{_RECORD}"])
 
 
 def _read_record(path: str) -> RunRecord | None:
-    fs = filesystems()
-    if not fs.exists(path):
+    raw = read_bytes(path)
+    if raw is None:
         return None
-    with fs.open(path) as f:
-        data = json.loads(f.read())
+    data = json.loads(raw)
     return RunRecord(data["config_hash"], tuple(data["inputs"]), data["incremental"], data.get("base_shards"))
 
 
@@ -131,11 +128,7 @@ def _base(out: str, shards: int | None) -> Base | None:
 
 def _copy_base(out: str, config_hash: str) -> int:
     """Copy the finished run's index and ledger aside; the number of its shards."""
-    import pyarrow.parquet as pq
-
-    fs = filesystems()
-    with fs.open(f"{out}/index.parquet") as f:
-        hashes = set(pq.read_table(f, columns=["config_hash"]).column("config_hash").to_pylist())
+    hashes = set(read_table(f"{out}/index.parquet", ["config_hash"]).column("config_hash").to_pylist())
     if hashes - {config_hash}:
         raise OutputError(
             f"{out} was curated with another config (config_hash {', '.join(sorted(hashes - {config_hash}))}); an "
@@ -143,8 +136,10 @@ def _copy_base(out: str, config_hash: str) -> int:
         )
     folder = f"{staging_dir(out)}/{_BASE}"
     for name in ("index.parquet", "ledger.parquet"):
-        with fs.open(f"{out}/{name}") as f:
-            write_bytes(f"{folder}/{name}", f.read())
+        data = read_bytes(f"{out}/{name}")
+        if data is None:
+            raise OutputError(f"{out} has no {name}, so no finished run to add to; pass --overwrite to start over")
+        write_bytes(f"{folder}/{name}", data)
     numbers = [shard_number(path) for path in _files(f"{out}/shards")]
     return max((n for n in numbers if n is not None), default=-1) + 1
 
@@ -157,9 +152,7 @@ def _clear_partial_outputs(out: str, base_shards: int | None) -> None:
         return
     _delete(out, ("index.parquet", "ledger.parquet"))
     written = [*_files(f"{out}/shards"), *_files(f"{out}/embeddings")]
-    stale = [path for path in written if (number := shard_number(path)) is None or number >= base_shards]
-    if stale:
-        filesystems().delete(stale)
+    delete_files([path for path in written if (number := shard_number(path)) is None or number >= base_shards])
 
 
 def remove_temporaries(output: str) -> None:
@@ -169,8 +162,7 @@ def remove_temporaries(output: str) -> None:
     left = [p for p in [*_files(f"{out}/shards"), *_files(f"{out}/embeddings")] if ".tmp-" in p.rsplit("/", 1)[-1]]
     if is_local(out) and os.path.isdir(out):
         left += [os.path.join(out, n) for n in os.listdir(out) if ".tmp-" in n]
-    if left:
-        filesystems().delete(left)
+    delete_files(left)
 
 
 def _files(folder: str) -> list[str]:
@@ -181,10 +173,9 @@ def _files(folder: str) -> list[str]:
 
 
 def _delete(out: str, names: Sequence[str]) -> None:
-    fs = filesystems()
     for name in names:
         path = f"{out}/{name}"
         if name in ("shards", "embeddings", STAGING):
             delete_tree(path)
-        elif fs.exists(path):
-            fs.delete([path])
+        else:
+            delete_files([path])
