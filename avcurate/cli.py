@@ -8,17 +8,20 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Sequence
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
+from . import progress
 from .beam.dask import DASK
 from .beam.pipeline import LOCAL, pipeline_options, run
 from .config import Config, ConfigError
 from .fsutil import StorageError
 from .ingest import IngestError, check_inputs
 from .learned import prepare_learned
+from .runrecord import run_record, write_run_record
 from .runstate import OutputError, prepare_output
 from .speakers.stage import prepare_speakers
 from .sandbox import exception_chain
@@ -62,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
         "to new shards numbered after them, the index and ledger gain the new rows (same config required)",
     )  # fmt: skip
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument(
+        "--quiet", action="store_true",
+        help="no progress display (by default: live on a terminal, a line a minute otherwise; local runner)",
+    )  # fmt: skip
+    run.add_argument(
+        "--progress-every", type=float, default=progress.LOG_EVERY_S, metavar="SECONDS",
+        help="seconds between progress lines when stderr is not a terminal (default %(default)g)",
+    )  # fmt: skip
     inspect = commands.add_parser("inspect", help="summarise an output folder")
     inspect.add_argument("output")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -113,15 +124,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if prepared.resumed:
         print(f"avcurate: resuming the unfinished run in {output}: finished sources are not decoded again",
               file=sys.stderr)  # fmt: skip
+    started = time.time()
+    # The local runner runs every stage in this process, so they can report to a live display; other runners
+    # keep the same numbers as Beam counters (docs/distributed.md, "Watching a run").
+    mode = progress.display_mode(sys.stderr, args.quiet) if args.runner == LOCAL else "quiet"
     try:
-        report = run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args, plan=plan,
-                     base=prepared.base)  # fmt: skip
+        with progress.RunProgress(mode, every_s=args.progress_every) as shown:
+            progress.activate(shown)
+            report = run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args,
+                         plan=plan, base=prepared.base)  # fmt: skip
     except Exception as e:
         problem = _storage_problem(e)
         if problem is None:
             raise
         print(f"avcurate: the run failed: {problem}", file=sys.stderr)
         return 1
+    finally:
+        progress.activate(None)
+    record = run_record(
+        command=["avcurate", *(argv if argv is not None else sys.argv[1:])], runner=args.runner,
+        workers=args.workers, inputs=inputs, started=started, wall_s=report.wall_s, resumed=prepared.resumed,
+        incremental=args.incremental, cfg=cfg, counters=report.counters,
+    )  # fmt: skip
+    write_run_record(output, record)
     if args.runner != LOCAL:
         # Beam stops the job servers it started (a Prism runner process, for one) in exit handlers, which
         # exit_after skips; the local runner starts none.

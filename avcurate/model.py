@@ -212,6 +212,7 @@ class SourceResult:
     sync_correction_ms: float = 0.0
     note: str | None = None  # e.g. why a decodable source yielded no clip
     span: Span | None = None  # the part of the source this result covers, when it was split (avcurate/spans.py)
+    times: dict[str, list[float]] = field(default_factory=dict)  # [cpu_s, wall_s] by stage (avcurate/timings.py)
 
     @property
     def status(self) -> str:

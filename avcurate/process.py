@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ from .scorers import build_scorers
 from .scorers.base import ClipSignals
 from .shots import Cut, build_detector, quarter_yuv
 from .spans import Span, Split, plan_spans
+from .timings import add as add_times, charge, stage
 
 if TYPE_CHECKING:
     from .speakers.faces import FaceTracker
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 def probe_source(uri: str) -> ProbeInfo:
     """Headers only: fast, and bounded separately so a file that blocks on open fails quickly."""
-    with open_container(uri) as container:
+    with stage("probe"), open_container(uri) as container:
         info = probe_container(container)
         check_decodable(info, container)
         return info
@@ -63,11 +64,15 @@ class _OpenClip:
     faces: FaceTracker | None = None  # the clip's faces, when speakers.enabled
 
     def add(self, frame: AVFrame, yuv: np.ndarray, sample_every: int) -> None:
+        before = charge("encode")
         self.writer.write(frame.video)
         if self.sampler is not None:
+            charge("model_inputs")
             self.sampler.add(frame.index - self.first_index, frame.video)
         if self.faces is not None:
+            charge("speakers")
             self.faces.add(frame.index - self.first_index, frame.video.to_ndarray(format="rgb24"))
+        charge(before)
         self.luma.append(np.ascontiguousarray(yuv[0]))  # a copy: a view would hold the chroma planes too
         self.audio.append(frame.audio)
         self.audio_missing += frame.audio_missing
@@ -117,8 +122,9 @@ def process_source(
     fps = cfg.decode.fps
     sample_every = max(1, round(fps / cfg.scoring.sharpness_fps))
     with open_container(source.uri) as container:
-        result.probe = probe_container(container)
-        check_decodable(result.probe, container)
+        with stage("probe"):
+            result.probe = probe_container(container)
+            check_decodable(result.probe, container)
         decoder = AlignedDecoder(container, cfg.decode, start_frame=first_frame, end_frame=end_frame)
         segmenter = Segmenter(cfg.clips, fps)
         detector = build_detector(cfg.shots, fps, cfg.decode.threads)
@@ -133,22 +139,27 @@ def process_source(
             nonlocal short_pieces, current
             assert current is not None
             clip, current = current, None
-            clip.writer.close()
+            with stage("encode"):
+                clip.writer.close()
             n_frames = end_index - clip.first_index
             if not segmenter.long_enough(n_frames):
                 short_pieces += 1
                 os.unlink(clip.writer.path)
                 return
             made = _make_clip(source, cfg, clip, end_index, decoder, reason, cut_score)
-            signals = clip.signals(cfg.decode.sample_rate, fps)
+            with stage("score"):
+                signals = clip.signals(cfg.decode.sample_rate, fps)
             for scorer in scorers:
-                for name, value in scorer.score(signals).items():
-                    setattr(made.scores, name, value)
+                with stage(f"score:{scorer.name}"):
+                    for name, value in scorer.score(signals).items():
+                        setattr(made.scores, name, value)
             made.scores.audio_missing = round(clip.audio_missing / max(1, signals.audio.shape[1]), 4)
             if speakers is not None and clip.faces is not None:
-                clip_faces[made.clip_index] = speakers.close_clip(clip.faces, signals.audio, n_frames)
+                with stage("speakers"):
+                    clip_faces[made.clip_index] = speakers.close_clip(clip.faces, signals.audio, n_frames)
             if spec.wanted:
-                made.inputs = clip.model_inputs(spec, signals)
+                with stage("model_inputs"):
+                    made.inputs = clip.model_inputs(spec, signals)
             made.staged_path = clip.writer.path  # the video-only encode, until the final mux
             result.clips.append(made)
 
@@ -181,9 +192,12 @@ def process_source(
 
         with open(audio_path, "wb") as audio_file:
             last_index = first_frame - 1
-            for frame in decoder:
+            frames = iter(decoder)
+            # Each frame's time goes to decoding until it is out, then to cutting (and, within `take`, encoding).
+            while (frame := _next_decoded(frames)) is not None:
                 # The whole source's (span's) audio goes to scratch so a sync correction can shift any clip's audio.
                 audio_file.write(np.ascontiguousarray(frame.audio.T))
+                charge("cut")
                 yuv = quarter_yuv(frame.video)
                 lookahead.append((frame, yuv))
                 note_cuts(detector.push(frame.index, yuv))
@@ -192,11 +206,13 @@ def process_source(
                 last_index = frame.index
                 heartbeat((frame.index + 1 - first_frame) / fps)  # the deadline judges the span's own progress
                 fault_point("decode")
+            charge("cut")
             note_cuts(detector.flush())
             while lookahead:
                 take(*lookahead.popleft())
             if current is not None:
                 close(SPAN_END if decoder.reached_end_frame else END, last_index + 1)
+            charge("other")
         result.probe.rotation = decoder.rotation
     notes = []
     if short_pieces:
@@ -215,16 +231,23 @@ def process_source(
 
     annotate = None
     if speakers is not None:
-        segments, turns = speakers.source_speech(audio_path, audio_start / cfg.decode.sample_rate)
-        stage = speakers
+        with stage("speakers"):
+            segments, turns = speakers.source_speech(audio_path, audio_start / cfg.decode.sample_rate)
+        speaker_stage = speakers
 
         def annotate(clip: Clip) -> None:
-            stage.annotate(clip, clip_faces.get(clip.clip_index), segments, turns)
+            with stage("speakers"):
+                speaker_stage.annotate(clip, clip_faces.get(clip.clip_index), segments, turns)
 
     _filter_and_stage(result, cfg, staging_dir, audio_path, sample_boundary, inputs_dir, annotate)
     if decoder.corrupt_packets:
         result.note = "; ".join(filter(None, [result.note, f"{decoder.corrupt_packets} corrupt packet(s) skipped"]))
     return result
+
+
+def _next_decoded(frames: Iterator[AVFrame]) -> AVFrame | None:
+    charge("decode")
+    return next(frames, None)
 
 
 _NOTE_MIN_S = 0.1  # audio shortfalls below this (a few frames at a stream's start or end) are not worth a note
@@ -303,21 +326,25 @@ def _filter_and_stage(
         clip.sync_correction_ms = result.sync_correction_ms
         if annotate is not None:
             annotate(clip)
-        apply_filters(clip, rules)
+        with stage("filter"):
+            apply_filters(clip, rules)
         inputs, clip.inputs = clip.inputs, None  # the reply is JSON: inputs travel as files
         if clip.status == KEPT and inputs is not None:
             assert inputs_dir is not None, "model inputs need an inputs_dir"
-            save_inputs(inputs_dir, clip.key, inputs)
+            with stage("model_inputs"):
+                save_inputs(inputs_dir, clip.key, inputs)
         video_path, clip.staged_path = clip.staged_path, None
         if clip.status == KEPT:
-            # The clip's samples are those of its frames (as the decoder paired them), moved by the correction.
-            first, last = sample_boundary(clip.clip_index), sample_boundary(clip.clip_index + clip.n_frames)
-            shift = round(clip.sync_correction_ms * rate / 1000.0)
-            audio = _read_samples(audio_path, first + shift, last + shift, channels)
-            data = mux_clip(video_path, audio.T, rate, cfg.encode)
+            with stage("encode"):
+                # The clip's samples are those of its frames (as the decoder paired them), moved by the correction.
+                first, last = sample_boundary(clip.clip_index), sample_boundary(clip.clip_index + clip.n_frames)
+                shift = round(clip.sync_correction_ms * rate / 1000.0)
+                audio = _read_samples(audio_path, first + shift, last + shift, channels)
+                data = mux_clip(video_path, audio.T, rate, cfg.encode)
             clip.staged_path = f"{staging_dir.rstrip('/')}/{clip.key}.mp4"
             clip.mp4_bytes = len(data)
-            write_bytes(clip.staged_path, data)
+            with stage("stage"):
+                write_bytes(clip.staged_path, data)
         os.unlink(video_path)
         heartbeat()
 
@@ -398,13 +425,16 @@ def _curate_once(
     try:
         # Headers first, under their own short deadline: a file that blocks on open fails fast.
         probe = sandbox.call(probe_source, child_source.uri, deadline=Deadline(cfg.decode.probe_timeout_s, settings="decode.probe_timeout_s"), what="probing", storage=remote)
+        probe_times = sandbox.last_times
         if span is None and len(spans := plan_spans(probe_info(probe), cfg)) > 1:
             return Split(spans)
         data = sandbox.call(
             process_source, child_source, cfg, staging, scratch, spec, inputs_dir, span,
             deadline=decode_deadline(cfg.decode), storage=remote,
         )
-        return source_result(data, source)
+        result = source_result(data, source)
+        result.times = add_times(add_times({}, probe_times), sandbox.last_times)
+        return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

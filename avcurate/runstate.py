@@ -23,7 +23,7 @@ from .writers.tables import read_table
 STAGING = "_staging"
 _RECORD = "_run.json"
 _BASE = "_base"
-FINAL = ("index.parquet", "ledger.parquet", "shards", "embeddings")
+FINAL = ("index.parquet", "ledger.parquet", "shards", "embeddings", "run.json")
 
 
 class OutputError(Exception):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from . import timings
 from .fsutil import OPTIONS_ENV, StorageError, filesystems
 from .probe import MediaError
 
@@ -198,7 +199,8 @@ def _isolate_network() -> bool:
 
 
 def _serve(memory_limit_mb: int, isolate_network: bool) -> None:
-    """The child's loop: receive (fn, args, cpu_s), send {"ok": result} or {"error": [kind, message]}."""
+    """The child's loop: receive (fn, args, cpu_s), send {"ok": {"value": result, "times": seconds by stage}}
+    or {"error": [kind, message]}."""
     global _channel
     network_isolated = isolate_network and _isolate_network()
     limit = memory_limit_mb * 1024 * 1024
@@ -234,8 +236,10 @@ def _serve(memory_limit_mb: int, isolate_network: bool) -> None:
         if cpu_hard != resource.RLIM_INFINITY:
             cpu_soft = min(cpu_soft, cpu_hard)
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_soft, cpu_hard))
+        timings.start_call()
         try:
-            reply = _encode({"ok": fn(*args)})
+            result = fn(*args)
+            reply = _encode({"ok": {"value": result, "times": timings.call_totals()}})
         except Exception as e:
             reply = _encode({"error": _failure(e, memory_limit_mb, own_file_limit)})
         _channel.write(reply)
@@ -305,6 +309,7 @@ class Sandbox:
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: str | None = None
         self._storage = False  # whether the running child was given storage credentials and the network
+        self.last_times: timings.Times = {}  # the last successful call's seconds by stage (`avcurate.timings`)
 
     def call(
         self,
@@ -356,7 +361,8 @@ class Sandbox:
                 silent_since = time.monotonic()
                 media_s = max(media_s, float(message["beat"] or 0.0))
             elif "ok" in message:
-                return message["ok"]
+                self.last_times = message["ok"]["times"]
+                return message["ok"]["value"]
             elif "error" in message:
                 kind, text = message["error"]
                 raise SourceFailure(str(kind), str(text))

@@ -7,8 +7,10 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
+from . import NAMESPACE
 from ..config import DedupConfig
 from ..dedup import bucket_duplicates, cluster_count, nearest_centroids, sample_rank, train_centroids
+from ..timings import timed
 
 Keyed = tuple[str, np.ndarray]
 
@@ -47,7 +49,8 @@ def _train(ranked: list[tuple[str, np.ndarray]], count: int, cfg: DedupConfig) -
         return None  # no clips: nothing will be assigned
     # Trained in rank order, as find_duplicates does, so both get the same centroids.
     sample = np.stack([embedding for _, embedding in sorted(ranked, key=lambda item: item[0])])
-    return train_centroids(sample, cluster_count(count, cfg), cfg.iterations, cfg.seed)
+    with timed(NAMESPACE, "dedup"):
+        return train_centroids(sample, cluster_count(count, cfg), cfg.iterations, cfg.seed)
 
 
 def _to_buckets(clip: Keyed, centroids: np.ndarray, probes: int) -> Iterator[tuple[int, Keyed]]:
@@ -57,5 +60,7 @@ def _to_buckets(clip: Keyed, centroids: np.ndarray, probes: int) -> Iterator[tup
 
 def _bucket_duplicates(bucket: tuple[int, Iterable[Keyed]], threshold: float) -> Iterator[tuple[str, Any]]:
     keys, embeddings = zip(*bucket[1])
-    for key, duplicate_of, similarity in bucket_duplicates(keys, np.stack(embeddings), threshold):
+    with timed(NAMESPACE, "dedup"):
+        found = list(bucket_duplicates(keys, np.stack(embeddings), threshold))
+    for key, duplicate_of, similarity in found:
         yield key, (duplicate_of, similarity)

@@ -16,14 +16,14 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from . import NAMESPACE
 from ..config import Config, ModelsConfig
 from ..filters import reason_name
 from ..checkpoints import save_embedded
 from ..learned import LearnedFinish, LearnedPlan, mark_duplicate, mean_embedding
 from ..model import AUDIO, KEPT, VISUAL, VISUAL_FRAMES, Clip
+from ..timings import timed
 from .dedup import NearDuplicates
-
-NAMESPACE = "avcurate"
 
 
 class _ClipModelHandler(ModelHandler[Clip, Clip, Any]):
@@ -69,7 +69,8 @@ class VisualEmbedder(_ClipModelHandler):
     def run_inference(self, batch: Sequence[Clip], model: Any, inference_args: dict[str, Any] | None = None) -> Iterable[Clip]:
         frames = [clip.inputs.frames for clip in batch]  # type: ignore[union-attr]
         size = self.models.visual.batch_size
-        per_frame = model.embed_images(padded(np.concatenate(frames), size), size)
+        with timed(NAMESPACE, f"model:{VISUAL}"):
+            per_frame = model.embed_images(padded(np.concatenate(frames), size), size)
         out, start = [], 0
         for clip, clip_frames in zip(batch, frames):
             rows, start = per_frame[start : start + len(clip_frames)], start + len(clip_frames)
@@ -92,7 +93,8 @@ class AudioEmbedder(_ClipModelHandler):
         size = self.models.audio.batch_size
         audio = [clip.inputs.audio for clip in batch]  # type: ignore[union-attr]
         silence = np.zeros(1, np.float32)  # fills the last forward pass to `size` clips, as `padded` does
-        embedded = model.embed_audio(audio + [silence] * (-len(audio) % size), size)
+        with timed(NAMESPACE, f"model:{AUDIO}"):
+            embedded = model.embed_audio(audio + [silence] * (-len(audio) % size), size)
         return [
             dataclasses.replace(
                 clip, embeddings={**clip.embeddings, AUDIO: embedded[i]}, models={**clip.models, AUDIO: model.card.to_dict()}
@@ -162,7 +164,8 @@ class _Finish:
         self.finish = LearnedFinish(cfg, plan)
 
     def __call__(self, clip: Clip) -> Clip:
-        done = self.finish(clip)
+        with timed(NAMESPACE, "score:learned"):
+            done = self.finish(clip)
         if done.status != KEPT:
             _count_rejection(done.reasons)
         return done

@@ -22,7 +22,8 @@ from apache_beam.options.pipeline_options import (
     S3Options,
 )
 
-from .. import checkpoints
+from . import NAMESPACE
+from .. import checkpoints, progress
 from ..config import Config
 from ..faults import fault_point
 from ..filters import reason_name
@@ -33,6 +34,7 @@ from ..model import FAILED, KEPT, Clip, Source, SourceResult
 from ..process import curate_source
 from ..sandbox import Sandbox
 from ..spans import Span, Split, merge_spans
+from ..timings import count_times, timed
 from ..writers.buckets import bucket_count, bucket_range, key_bucket
 from ..writers.shards import BucketedLayout, ShardInfo, plan_layout, shard_entry, write_shard
 from ..runstate import Base, finish_run, remove_temporaries
@@ -47,7 +49,6 @@ from ..writers.tables import (
     write_table,
 )
 
-NAMESPACE = "avcurate"
 _ROWS_PER_BATCH = 2000
 
 
@@ -126,6 +127,7 @@ class _CurateSourceFn(beam.DoFn):
             for span in outcome.spans:
                 yield beam.pvalue.TaggedOutput(self.SPANS, (source, span))
             return
+        count_times(NAMESPACE, outcome.times)  # each span's own, as it comes
         if outcome.span is None:  # a span's result is counted once merged with its source's others
             count_result(outcome)
         if resumed:
@@ -147,7 +149,8 @@ class _CurateSourceFn(beam.DoFn):
 
 
 def count_result(result: SourceResult) -> None:
-    """The run's counters for one source's final result."""
+    """The run's counters for one source's final result (and the local run's progress display)."""
+    progress.finished(result)
     Metrics.counter(NAMESPACE, "inputs").inc()
     if result.status == FAILED:
         Metrics.counter(NAMESPACE, "inputs_failed").inc()
@@ -254,7 +257,12 @@ class CurateSources(beam.PTransform):
         options = storage_options(sources.pipeline.options)
         curate = _CurateSourceFn(self.cfg, self.staging_dir, options, self.plan, self.parallel)
         tags = (_CurateSourceFn.SPANS, _CurateSourceFn.CLIPS)
-        whole = sources | "Spread" >> beam.Reshuffle() | "Curate" >> beam.ParDo(curate).with_outputs(*tags, main="results")
+        whole = (
+            sources
+            | "Counted" >> beam.Map(_listed_for_progress)
+            | "Spread" >> beam.Reshuffle()
+            | "Curate" >> beam.ParDo(curate).with_outputs(*tags, main="results")
+        )
         spans = (
             whole[_CurateSourceFn.SPANS]
             | "SpreadSpans" >> beam.Reshuffle()
@@ -281,6 +289,11 @@ class CurateSources(beam.PTransform):
             | "Regroup" >> beam.CoGroupByKey()
             | "WithFinishedClips" >> beam.MapTuple(_with_finished_clips)
         )
+
+
+def _listed_for_progress(source: Source) -> Source:
+    progress.listed()
+    return source
 
 
 def _merge_spans(source_id: str, results: Iterable[SourceResult]) -> SourceResult:
@@ -370,8 +383,7 @@ class WriteOutputs(beam.PTransform):
             | "WriteIndexPart"
             >> beam.FlatMap(_write_index_part, beam.pvalue.AsSingleton(index_buckets), base, parts_dir)
             | "AllIndexParts" >> beam.combiners.ToList()
-            | "WriteIndex" >> beam.Map(lambda parts: write_index_parts([path for _, path in sorted(parts)],
-                                                                       f"{out}/index.parquet"))  # fmt: skip
+            | "WriteIndex" >> beam.Map(_write_index, f"{out}/index.parquet")
         )
         # The ledger's rows do meet on one worker: one a source, a thousand times fewer than the index's.
         ledger = (
@@ -379,8 +391,7 @@ class WriteOutputs(beam.PTransform):
             | "BatchResults" >> beam.BatchElements(max_batch_size=_ROWS_PER_BATCH)
             | "LedgerBatches" >> beam.Map(ledger_batch)
             | "AllLedgerBatches" >> beam.combiners.ToList()
-            | "WriteLedger" >> beam.Map(lambda batches: write_table(merge_ledger(batches + _base_ledger(base)),
-                                                                   f"{out}/ledger.parquet"))  # fmt: skip
+            | "WriteLedger" >> beam.Map(_write_ledger, base, f"{out}/ledger.parquet")
         )
         # Staged clips are removed only once every shard is written.
         return (
@@ -428,6 +439,13 @@ def _write_index_part(
 ) -> list[tuple[int, str]]:
     """The bucket's index rows, with the base's of its key range, sorted into a part of the index; none if it
     has no rows."""
+    with timed(NAMESPACE, "write:index"):
+        return _index_part(bucket_rows, buckets, base, parts_dir)
+
+
+def _index_part(
+    bucket_rows: tuple[int, list[Any]], buckets: int, base: Base | None, parts_dir: str
+) -> list[tuple[int, str]]:
     bucket, batches = bucket_rows
     base_rows = [read_table(base.index, keys=bucket_range(bucket, buckets))] if base is not None else []
     table = merge_index(batches + base_rows)
@@ -436,6 +454,16 @@ def _write_index_part(
     path = f"{parts_dir}/{bucket:06d}.parquet"
     write_table(table, path)
     return [(bucket, path)]
+
+
+def _write_index(parts: list[tuple[int, str]], path: str) -> None:
+    with timed(NAMESPACE, "write:index"):
+        write_index_parts([part for _, part in sorted(parts)], path)
+
+
+def _write_ledger(batches: list[Any], base: Base | None, path: str) -> None:
+    with timed(NAMESPACE, "write:ledger"):
+        write_table(merge_ledger(batches + _base_ledger(base)), path)
 
 
 def _index_buckets(new_clips: int, base: Base | None, per_bucket: int) -> int:
@@ -452,7 +480,8 @@ def _write_shard(
     shard: tuple[tuple[int, int], Iterable[Clip]], layout: BucketedLayout, shards_dir: str, embeddings_dir: str
 ) -> ShardInfo:
     where, clips = shard
-    return write_shard(layout.plan(where, clips), shards_dir, embeddings_dir)
+    with timed(NAMESPACE, "write:shards"):
+        return write_shard(layout.plan(where, clips), shards_dir, embeddings_dir)
 
 
 def _cleanup(

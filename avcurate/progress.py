@@ -1,0 +1,170 @@
+"""What a local run has done so far, shown while it works.
+
+On a terminal, a live display (rich): sources done of total, media hours, clips kept and rejected, failures,
+throughput and a time-to-finish estimate. Elsewhere (a log file, a CI job) one plain line a minute. The local
+runner runs every stage in this process, so its stages report here directly (`listed`, `finished`); on other
+runners the same numbers are Beam counters (`avcurate.beam.transforms.count_result`; docs/distributed.md).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .model import FAILED, KEPT, SourceResult
+
+LOG_EVERY_S = 60.0
+
+
+@dataclass
+class Counts:
+    sources: int | None = None  # to curate; None until listing has finished
+    done: int = 0
+    media_s: float = 0.0
+    kept: int = 0
+    rejected: int = 0
+    failed: int = 0
+    excluded: int = 0
+
+    def line(self, elapsed_s: float) -> str:
+        total = "?" if self.sources is None else str(self.sources)
+        speed = self.media_s / elapsed_s if elapsed_s > 0 else 0.0
+        eta = _eta(self, elapsed_s)
+        return (
+            f"{self.done}/{total} sources, {self.media_s / 3600:.2f} h of media, clips kept {self.kept} rejected "
+            f"{self.rejected}, failed {self.failed}" + (f", excluded {self.excluded}" if self.excluded else "")
+            + f"; {speed:.1f}x real time" + (f", about {_duration(eta)} left" if eta is not None else "")
+        )
+
+
+class RunProgress:
+    """Counts a run's progress and shows it: `mode` "live" (a terminal), "log" (a line every `every_s`) or
+    "quiet". Thread-safe: stages report from Beam's threads."""
+
+    def __init__(self, mode: str, stream: TextIO | None = None, every_s: float = LOG_EVERY_S) -> None:
+        self.mode, self.stream, self.every_s = mode, stream or sys.stderr, every_s
+        self.counts = Counts()
+        self._lock = threading.Lock()
+        self._listed = 0
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._progress: Progress | None = None
+        self._logger: threading.Thread | None = None
+
+    def __enter__(self) -> "RunProgress":
+        self._started = time.monotonic()
+        if self.mode == "live":
+            console = Console(file=self.stream)
+            self._progress = Progress(
+                TextColumn("[bold]curating"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=console, refresh_per_second=2,
+            )  # fmt: skip
+            self._task = self._progress.add_task("sources", total=None, status="listing inputs")
+            self._progress.start()
+        elif self.mode == "log":
+            self._logger = threading.Thread(target=self._log_every, name="avcurate-progress", daemon=True)
+            self._logger.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._progress is not None:
+            self._update()
+            self._progress.stop()
+        if self._logger is not None:
+            self._logger.join()
+            self._log()  # the last word: what the run did in all
+
+    def listed(self, n: int = 1) -> None:
+        """`n` more sources to curate. Listing finishes before curating starts (Beam stage order), so the total
+        is known from the first finished source on."""
+        with self._lock:
+            self._listed += n
+
+    def finished(self, result: SourceResult, excluded: bool = False) -> None:
+        with self._lock:
+            counts = self.counts
+            counts.sources = self._listed
+            counts.done += 1
+            if excluded:
+                counts.excluded += 1
+            elif result.status == FAILED:
+                counts.failed += 1
+            if result.probe is not None:
+                counts.media_s += result.probe.duration_s
+            for clip in result.clips:
+                if clip.status == KEPT:
+                    counts.kept += 1
+                else:
+                    counts.rejected += 1
+        if self._progress is not None:
+            self._update()
+
+    def _update(self) -> None:
+        assert self._progress is not None
+        with self._lock:
+            counts = self.counts
+            total = counts.sources if counts.sources is not None else (self._listed or None)
+            speed = counts.media_s / max(time.monotonic() - self._started, 1e-9)
+            status = (
+                f"{counts.media_s / 3600:.2f} h media · kept {counts.kept} · rejected {counts.rejected} · "
+                f"failed {counts.failed}" + (f" · excluded {counts.excluded}" if counts.excluded else "")
+                + f" · {speed:.1f}x real time"
+            )
+            self._progress.update(self._task, total=total, completed=counts.done, status=status)
+
+    def _log_every(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._log()
+
+    def _log(self) -> None:
+        with self._lock:
+            line = self.counts.line(time.monotonic() - self._started)
+        print(f"{time.strftime('%H:%M:%S')} avcurate progress: {line}", file=self.stream, flush=True)
+
+
+def _eta(counts: Counts, elapsed_s: float) -> float | None:
+    """Seconds left at the pace so far, by sources (their lengths are unknown until each is probed)."""
+    if counts.sources is None or counts.done == 0:
+        return None
+    return elapsed_s / counts.done * (counts.sources - counts.done)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+_active: RunProgress | None = None
+
+
+def activate(progress: RunProgress | None) -> None:
+    """Stages in this process report to `progress` (the local runner's); None: to nothing."""
+    global _active
+    _active = progress
+
+
+def listed(n: int = 1) -> None:
+    if _active is not None:
+        _active.listed(n)
+
+
+def finished(result: SourceResult, excluded: bool = False) -> None:
+    if _active is not None:
+        _active.finished(result, excluded)
+
+
+def display_mode(stream: TextIO, quiet: bool) -> str:
+    if quiet:
+        return "quiet"
+    return "live" if Console(file=stream).is_terminal else "log"
