@@ -37,7 +37,7 @@ class Counts:
         speed = self.media_s / elapsed_s if elapsed_s > 0 else 0.0
         eta = _eta(self, elapsed_s)
         return (
-            f"{self.done}/{total} sources, {self.media_s / 3600:.2f} h of media, clips kept {self.kept} rejected "
+            f"{self.done}/{total} sources, {_media(self.media_s)} of media, clips kept {self.kept} rejected "
             f"{self.rejected}, failed {self.failed}" + (f", excluded {self.excluded}" if self.excluded else "")
             + f"; {speed:.1f}x real time" + (f", about {_duration(eta)} left" if eta is not None else "")
         )
@@ -87,6 +87,8 @@ class RunProgress:
         is known from the first finished source on."""
         with self._lock:
             self._listed += n
+        if self._progress is not None:
+            self._update()
 
     def finished(self, result: SourceResult, excluded: bool = False) -> None:
         with self._lock:
@@ -112,9 +114,13 @@ class RunProgress:
         with self._lock:
             counts = self.counts
             total = counts.sources if counts.sources is not None else (self._listed or None)
+            if not counts.done:
+                status = "starting" if total else "listing inputs"
+                self._progress.update(self._task, total=total, completed=0, status=status)
+                return
             speed = counts.media_s / max(time.monotonic() - self._started, 1e-9)
             status = (
-                f"{counts.media_s / 3600:.2f} h media · kept {counts.kept} · rejected {counts.rejected} · "
+                f"{_media(counts.media_s)} media · kept {counts.kept} · rejected {counts.rejected} · "
                 f"failed {counts.failed}" + (f" · excluded {counts.excluded}" if counts.excluded else "")
                 + f" · {speed:.1f}x real time"
             )
@@ -135,6 +141,11 @@ def _eta(counts: Counts, elapsed_s: float) -> float | None:
     if counts.sources is None or counts.done == 0:
         return None
     return elapsed_s / counts.done * (counts.sources - counts.done)
+
+
+def _media(seconds: float) -> str:
+    """Hours, as the issue counts media, once there are a few of them."""
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
 
 
 def _duration(seconds: float) -> str:
