@@ -15,8 +15,9 @@ total exceeds the run's wall clock when workers run side by side.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 OTHER = "other"
 # Flow order, for display; a stage "score:x" or "model:y" sorts by its prefix.
@@ -27,6 +28,7 @@ ORDER = (
 _CPU, _WALL = "stage_cpu_ms:", "stage_wall_ms:"
 
 Times = dict[str, list[float]]  # stage -> [cpu_s, wall_s]
+T = TypeVar("T")
 
 
 class StageClock:
@@ -109,6 +111,24 @@ def timed(namespace: str, name: str) -> Iterator[None]:
         yield
     finally:
         count_times(namespace, {name: [time.process_time() - cpu, time.perf_counter() - wall]})
+
+
+def timed_iter(namespace: str, name: str, items: Iterable[T]) -> Iterator[T]:
+    """`items`, with the time spent producing them (not consuming them) counted as stage `name`."""
+    cpu = wall = 0.0
+    iterator = iter(items)
+    try:
+        while True:
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                cpu, wall = cpu + time.process_time() - cpu0, wall + time.perf_counter() - wall0
+            yield item
+    finally:
+        count_times(namespace, {name: [cpu, wall]})
 
 
 def stages_from_counters(counters: dict[str, int]) -> list[dict[str, float | str]]:

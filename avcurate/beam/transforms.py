@@ -34,7 +34,7 @@ from ..model import FAILED, KEPT, Clip, Source, SourceResult
 from ..process import curate_source
 from ..sandbox import Sandbox
 from ..spans import Span, Split, merge_spans
-from ..timings import count_times, timed
+from ..timings import count_times, timed, timed_iter
 from ..writers.buckets import bucket_count, bucket_range, key_bucket
 from ..writers.shards import BucketedLayout, ShardInfo, plan_layout, shard_entry, write_shard
 from ..runstate import Base, finish_run, remove_temporaries
@@ -206,7 +206,7 @@ def _planned(numbered: tuple[int, str]) -> Iterator[tuple[Order, Listed]]:
 
 def _listed(planned: tuple[Order, Listed]) -> Iterator[tuple[str, tuple[Order, dict[str, Any], str | None]]]:
     order, item = planned
-    for row, (uri, meta, error) in enumerate(list_item(item)):
+    for row, (uri, meta, error) in enumerate(timed_iter(NAMESPACE, "list", list_item(item))):
         yield uri, ((*order, row), meta, error)
 
 
