@@ -80,11 +80,11 @@ class Blocklist:
 
     def match(self, uri: str, source_id: str) -> Match | None:
         """The entry naming the source by URI or source id, if any (no file is read)."""
-        for value, entries, kind in ((uri, self.uris, URI), (_local_form(uri), self.uris, URI),
-                                     (source_id, self.source_ids, SOURCE_ID)):  # fmt: skip
-            if value is not None and value in entries:
-                return Match(entries[value], kind)
-        return None
+        name = self.uris.get(uri) or self.uris.get(_local_form(uri) or uri)
+        if name is not None:
+            return Match(name, URI)
+        name = self.source_ids.get(source_id)
+        return Match(name, SOURCE_ID) if name is not None else None
 
     def match_content(self, sha256_hex: str) -> Match | None:
         name = self.sha256.get(sha256_hex)
@@ -95,7 +95,7 @@ class Blocklist:
         """Names the lists' content ("" for none), so an interrupted run resumes only with the same lists."""
         if not self:
             return ""
-        canonical = json.dumps([sorted(self.uris.items()), sorted(self.source_ids.items()), sorted(self.sha256.items())])
+        canonical = json.dumps([sorted(entries.items()) for entries in (self.uris, self.source_ids, self.sha256)])
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -107,8 +107,8 @@ def parse_entry(text: str) -> tuple[str, str]:
     if entry.lower().startswith(SHA256_PREFIX):
         digest = entry[len(SHA256_PREFIX) :]
         if not _HEX64.fullmatch(digest):
-            first = digest.split()[0] if digest.split() else ""
-            hint = _ONE_PER_LINE if _HEX64.fullmatch(first) else "write sha256: then the 64 hex digits `sha256sum FILE` prints"
+            followed = _HEX64.fullmatch(digest.split()[0]) if digest.split() else None
+            hint = _ONE_PER_LINE if followed else "write sha256: then the 64 hex digits `sha256sum FILE` prints"
             raise BlockListError(f"{entry!r} is not a sha256 entry: {hint}")
         return SHA256, digest.lower()
     if _SOURCE_ID.fullmatch(entry):

@@ -147,8 +147,8 @@ def blocked_run(sample_set: SampleSet, tmp_path_factory: pytest.TempPathFactory)
     talk, vfr, street = sample_set["talk"].path, sample_set["vfr"].path, sample_set["street"].path
     entries = [str(sample_set["hang"].path), source_id_for(str(talk)), sha256_entry(vfr)]
     config = folder / "config.yaml"
-    config.write_text(DEMO_CONFIG.read_text() + f"\nblocklists:\n  - {{name: takedowns, entries: {json.dumps(entries)}}}\n",
-                      encoding="utf-8")  # fmt: skip
+    listed = f"\nblocklists:\n  - {{name: takedowns, entries: {json.dumps(entries)}}}\n"
+    config.write_text(DEMO_CONFIG.read_text() + listed, encoding="utf-8")
     optouts = folder / "optouts.txt"
     optouts.write_text(f"# opt-outs, one a line\n\n{os.path.relpath(street)}\n", encoding="utf-8")
     output = folder / "out"

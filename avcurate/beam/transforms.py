@@ -243,7 +243,8 @@ class DropKnown(beam.PTransform):
 
 def _known_ids(ledger: str) -> list[str]:
     table = read_table(ledger, ["source_id", "status"])
-    return [id_ for id_, status in zip(*(table.column(c).to_pylist() for c in table.column_names)) if status != EXCLUDED]
+    rows = zip(table.column("source_id").to_pylist(), table.column("status").to_pylist())
+    return [source_id for source_id, status in rows if status != EXCLUDED]
 
 
 class CurateSources(beam.PTransform):
@@ -400,30 +401,20 @@ class WriteOutputs(beam.PTransform):
             | "BatchResults" >> beam.BatchElements(max_batch_size=_ROWS_PER_BATCH)
             | "LedgerBatches" >> beam.Map(ledger_batch)
             | "AllLedgerBatches" >> beam.combiners.ToList()
-            | "WriteLedger" >> beam.Map(lambda batches: write_table(merge_ledger(batches + _base_ledger(base, batches)),
-                                                                   f"{out}/ledger.parquet"))  # fmt: skip
+            | "WriteLedger" >> beam.Map(_write_ledger, base, f"{out}/ledger.parquet")
         )
-        taken_down = (
-            results.pipeline
-            | "BaseIndex" >> beam.Create([base.index] if base is not None else [])
-            | "TakenDownClips" >> beam.FlatMap(kept_clips_of, excluded)
-            | "ByBaseShard" >> beam.GroupByKey()
-            | "RewriteBaseShard" >> beam.Map(_take_down, f"{out}/shards", f"{out}/embeddings")
-            | "AllRewritten" >> beam.combiners.ToList()
-        )
-        # Staged clips are removed only once every shard is written.
-        return (
-            shard_infos
-            | "Cleanup"
-            >> beam.Map(
-                _cleanup,
-                self.staging_dir,
-                out,
-                index_done=beam.pvalue.AsSingleton(index),
-                ledger_done=beam.pvalue.AsSingleton(ledger),
-                taken_down=beam.pvalue.AsSingleton(taken_down),
+        written = {"index_done": beam.pvalue.AsSingleton(index), "ledger_done": beam.pvalue.AsSingleton(ledger)}
+        if base is not None:  # the base's shards holding clips of sources excluded now are rewritten without them
+            written["taken_down"] = beam.pvalue.AsSingleton(
+                results.pipeline
+                | "BaseIndex" >> beam.Create([base.index])
+                | "TakenDownClips" >> beam.FlatMap(kept_clips_of, excluded)
+                | "ByBaseShard" >> beam.GroupByKey()
+                | "RewriteBaseShard" >> beam.Map(_take_down, f"{out}/shards", f"{out}/embeddings")
+                | "AllRewritten" >> beam.combiners.ToList()
             )
-        )
+        # Staged clips are removed only once every shard is written (and the index, the ledger, any takedown).
+        return shard_infos | "Cleanup" >> beam.Map(_cleanup, self.staging_dir, out, **written)
 
 
 class _IndexRows(beam.CombineFn):
@@ -473,6 +464,10 @@ def _index_buckets(new_clips: int, base: Base | None, per_bucket: int) -> int:
     return bucket_count(new_clips + (count_rows(base.index) if base is not None else 0), per_bucket)
 
 
+def _write_ledger(batches: list[Any], base: Base | None, path: str) -> None:
+    write_table(merge_ledger(batches + _base_ledger(base, batches)), path)
+
+
 def _base_ledger(base: Base | None, batches: list[Any]) -> list[Any]:
     """The finished run's ledger rows, which an incremental run keeps unchanged, but those of sources with a
     row in `batches` (this run's: excluded now, or curated again once no longer excluded)."""
@@ -495,7 +490,8 @@ def _write_shard(
 
 
 def _cleanup(
-    infos: Iterable[ShardInfo], staging_dir: str, output_dir: str, index_done: Any, ledger_done: Any, taken_down: Any
+    infos: Iterable[ShardInfo], staging_dir: str, output_dir: str, index_done: Any, ledger_done: Any,
+    taken_down: Any = None,
 ) -> list[ShardInfo]:
     finish_run(output_dir)  # the run record goes first: a kill from here on leaves a finished run
     fault_point("finished")
