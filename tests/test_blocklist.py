@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from avcurate.beam.blocklist import content_sha256
-from avcurate.blocklist import SHA256, SOURCE_ID, URI, BlockListError, parse_entry
-from avcurate.config import Config, ConfigError
+from avcurate.blocklist import SHA256, SOURCE_ID, URI, BlockListError, Match, load, parse_entry
+from avcurate.config import BlockListConfig, Config, ConfigError
 from avcurate.faults import ENV as FAULTS
 from avcurate.loader import AVClipDataset
 from avcurate.model import AUDIO, EXCLUDED, KEPT, VISUAL, Clip, source_id_for
@@ -80,6 +80,23 @@ def test_entries_are_told_apart_and_bad_ones_refused() -> None:
                       (f"sha256:{digest} ticket", "one entry per line"), ("md5:0123", "no entry kind")]:  # fmt: skip
         with pytest.raises(BlockListError, match=hint):
             parse_entry(bad)
+
+
+def test_lists_are_read_once_each_and_named_after_their_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    digest = "ab" * 32
+    (tmp_path / "takedowns.txt").write_text(f"# requests\n\n  raw/a #1.mp4\n0123456789abcdef\nsha256:{digest}\n",
+                                            encoding="utf-8")  # fmt: skip
+    loaded = load([BlockListConfig("optouts", entries=("gs://b/x.mp4",))], ["takedowns.txt"])
+    assert loaded.match(str(tmp_path / "raw" / "a #1.mp4"), "f" * 16) == Match("takedowns", URI)  # absolute form
+    assert loaded.match("gs://b/x.mp4", "f" * 16).reason == "excluded by block list 'optouts' (its uri entry)"
+    assert loaded.match("gs://b/y.mp4", "0123456789abcdef") == Match("takedowns", SOURCE_ID)
+    assert loaded.match_content(digest) == Match("takedowns", SHA256) and loaded.match("gs://b/y.mp4", "f" * 16) is None
+    assert loaded.digest and load([]).digest == "" and not load([])
+    with pytest.raises(ConfigError, match="two block lists are named 'takedowns'"):
+        load([BlockListConfig("takedowns", entries=("x.mp4",))], ["takedowns.txt"])
+    with pytest.raises(ConfigError, match=r"block list 'gone' \(gone.txt\): no such file"):
+        load([], ["gone.txt"])
 
 
 def test_block_lists_stay_out_of_the_config_hash() -> None:
