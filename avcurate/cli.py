@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 from . import progress
 from .beam.dask import DASK
 from .beam.pipeline import LOCAL, pipeline_options, run
+from .blocklist import load as load_blocklists
 from .config import Config, ConfigError
 from .fsutil import StorageError
 from .ingest import IngestError, check_inputs
@@ -64,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         help="add to the finished run in --output only the inputs it does not have yet: its shards stay, new clips go "
         "to new shards numbered after them, the index and ledger gain the new rows (same config required)",
     )  # fmt: skip
+    run.add_argument(
+        "--blocklist", action="append", default=[], metavar="FILE",
+        help="a block list (opt-outs, takedowns): one URI, source id or sha256:<hex> per line, # comments; its "
+        "sources are never decoded and are recorded as excluded (with --incremental, taken out of the output). "
+        "Named after the file; repeatable",
+    )  # fmt: skip
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument(
         "--quiet", action="store_true",
@@ -99,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = Config.load(args.config)
         inputs = check_inputs(args.input)
+        blocklist = load_blocklists(cfg.blocklists, args.blocklist)
     except (ConfigError, IngestError, OSError) as e:
         print(f"avcurate: {e}", file=sys.stderr)
         return 2
@@ -113,11 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = args.output.rstrip("/")
     template = pipeline_options(args.runner, args.workers, beam_args).view_as(GoogleCloudOptions).template_location
     if template:  # Dataflow translates the job and writes it there; nothing runs, --output is not touched
-        run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args, plan=plan)
+        run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args, plan=plan,
+            blocklist=blocklist)  # fmt: skip
         print(f"avcurate: Dataflow job written to {template}; nothing ran (launch it with gcloud dataflow jobs run)")
         return 0
     try:
-        prepared = prepare_output(output, cfg.hash, inputs, overwrite=args.overwrite, incremental=args.incremental)
+        prepared = prepare_output(output, cfg.hash, inputs, overwrite=args.overwrite, incremental=args.incremental,
+                                  blocklists=blocklist.digest)  # fmt: skip
     except (OutputError, StorageError) as e:
         print(f"avcurate: {e}", file=sys.stderr)
         return 2
@@ -132,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with progress.RunProgress(mode, every_s=args.progress_every) as shown:
             progress.activate(shown)
             report = run(inputs, output, cfg, runner=args.runner, workers=args.workers, beam_args=beam_args,
-                         plan=plan, base=prepared.base)  # fmt: skip
+                         plan=plan, base=prepared.base, blocklist=blocklist)  # fmt: skip
     except Exception as e:
         problem = _storage_problem(e)
         if problem is None:

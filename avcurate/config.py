@@ -16,6 +16,9 @@ class ConfigError(ValueError):
     pass
 
 
+_HASHED = "hashed"  # a Config field's metadata: False keeps it out of Config.hash
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     fps: float = 25.0
@@ -268,6 +271,17 @@ class SpeakersConfig:
     faces: FacesConfig = field(default_factory=FacesConfig)
 
 
+@dataclass(frozen=True)
+class BlockListConfig:
+    """A block list (opt-outs, takedowns): the sources it names are never curated (avcurate/blocklist.py).
+
+    `entries` inline and/or a `file` of one entry per line; an entry is a URI, a source id or sha256:<hex>."""
+
+    name: str
+    entries: tuple[str, ...] = ()
+    file: str | None = None
+
+
 DEFAULT_FILTERS = (
     FilterRule("source_short_side", min=256.0),  # never pass off a smaller source as full size
     FilterRule("silence_ratio", max=0.8),
@@ -294,6 +308,9 @@ class Config:
     correspondence: CorrespondenceConfig = field(default_factory=CorrespondenceConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
+    # Which sources are curated, not how: outside the hash, so a dataset's block lists can grow between its
+    # incremental runs while every clip keeps the config_hash it was made with.
+    blocklists: tuple[BlockListConfig, ...] = field(default=(), metadata={_HASHED: False})
 
     @property
     def learned_scores(self) -> frozenset[str]:
@@ -306,7 +323,9 @@ class Config:
     @property
     def hash(self) -> str:
         """Stable across runs and machines: recorded in every clip so outputs name the config that made them."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        unhashed = {f.name for f in dataclasses.fields(self) if f.metadata.get(_HASHED) is False}
+        hashed = {name: value for name, value in self.to_dict().items() if name not in unhashed}
+        canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     @classmethod
@@ -323,7 +342,7 @@ class Config:
             "correspondence": CorrespondenceConfig,
             "dedup": DedupConfig,
         }
-        nested = {"filters", "models", "zero_shot", "speakers"}
+        nested = {"filters", "models", "zero_shot", "speakers", "blocklists"}
         unknown = set(data) - set(sections) - nested
         if unknown:
             known = sorted([*sections, *nested])
@@ -356,6 +375,8 @@ class Config:
             if not isinstance(rules, list):
                 raise ConfigError("'zero_shot' must be a list of rules like {name: slides, model: visual, prompts: [...], max: 0.5}")
             kwargs["zero_shot"] = tuple(_build(ZeroShotRule, r, f"zero_shot[{i}]") for i, r in enumerate(rules))
+        if "blocklists" in data:
+            kwargs["blocklists"] = _blocklists(data["blocklists"])
         _check_learned(kwargs)
         shots = kwargs.get("shots", ShotConfig())
         if shots.detector not in SHOT_DETECTORS:
@@ -407,6 +428,39 @@ def _speakers(values: Any) -> SpeakersConfig:
     if faces.detect_fps <= 0 or speakers.diarization.window_s <= 0 or speakers.diarization.hop_s <= 0:
         raise ConfigError("speakers.faces.detect_fps and speakers.diarization.window_s / hop_s must be positive")
     return speakers
+
+
+def _blocklists(values: Any) -> tuple[BlockListConfig, ...]:
+    """The lists as given, each inline entry checked; a list's file is read when the run loads its lists
+    (`avcurate.blocklist.load`), once, however long it is."""
+    if not isinstance(values, list):
+        raise ConfigError("'blocklists' must be a list like [{name: takedowns, file: takedowns.txt}]")
+    lists = tuple(_blocklist(item, f"blocklists[{i}]") for i, item in enumerate(values))
+    names = [blocklist.name for blocklist in lists]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"block list names must be unique, got {names}")
+    return lists
+
+
+def _blocklist(values: Any, where: str) -> BlockListConfig:
+    from .blocklist import BlockListError, parse_entry
+
+    if not isinstance(values, dict) or not isinstance(values.get("name"), str) or not values["name"].strip():
+        raise ConfigError(f"{where} needs a name, as in {{name: takedowns, file: takedowns.txt}} (the ledger's "
+                          "excluded_by names it)")  # fmt: skip
+    blocklist = _build(BlockListConfig, values, where)
+    if not isinstance(blocklist.entries, tuple) or not all(isinstance(e, str) for e in blocklist.entries):
+        raise ConfigError(f"block list '{blocklist.name}': entries must be a list of strings")
+    if not isinstance(blocklist.file, str | None):
+        raise ConfigError(f"block list '{blocklist.name}': file must be a path")
+    if not blocklist.entries and blocklist.file is None:
+        raise ConfigError(f"block list '{blocklist.name}' needs entries, a file, or both")
+    for n, entry in enumerate(blocklist.entries):
+        try:
+            parse_entry(entry)
+        except BlockListError as e:
+            raise ConfigError(f"block list '{blocklist.name}' (entries[{n}]): {e}") from None
+    return blocklist
 
 
 def _check_learned(kwargs: dict[str, Any]) -> None:

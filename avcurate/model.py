@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 KEPT = "kept"
 REJECTED = "rejected"
 FAILED = "failed"
+EXCLUDED = "excluded"  # a source a block list names: never decoded (avcurate/blocklist.py)
 
 
 def source_id_for(uri: str) -> str:
@@ -213,9 +214,12 @@ class SourceResult:
     note: str | None = None  # e.g. why a decodable source yielded no clip
     span: Span | None = None  # the part of the source this result covers, when it was split (avcurate/spans.py)
     times: dict[str, list[float]] = field(default_factory=dict)  # [cpu_s, wall_s] by stage (avcurate/timings.py)
+    excluded_by: str | None = None  # the block list naming it (its `error` says how): excluded, never decoded
 
     @property
     def status(self) -> str:
+        if self.excluded_by is not None:
+            return EXCLUDED
         if self.error is not None:
             return FAILED
         return KEPT if any(c.status == KEPT for c in self.clips) else REJECTED

@@ -17,7 +17,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .model import FAILED, KEPT, SourceResult
+from .model import EXCLUDED, FAILED, KEPT, SourceResult
 
 LOG_EVERY_S = 60.0
 
@@ -90,12 +90,14 @@ class RunProgress:
         if self._progress is not None:
             self._update()
 
-    def finished(self, result: SourceResult, excluded: bool = False) -> None:
+    def finished(self, result: SourceResult) -> None:
         with self._lock:
             counts = self.counts
+            if result.status == EXCLUDED:  # split off before curating, so never counted as listed
+                self._listed += 1
             counts.sources = self._listed
             counts.done += 1
-            if excluded:
+            if result.status == EXCLUDED:
                 counts.excluded += 1
             elif result.status == FAILED:
                 counts.failed += 1
@@ -170,9 +172,9 @@ def listed(n: int = 1) -> None:
         _active.listed(n)
 
 
-def finished(result: SourceResult, excluded: bool = False) -> None:
+def finished(result: SourceResult) -> None:
     if _active is not None:
-        _active.finished(result, excluded)
+        _active.finished(result)
 
 
 def display_mode(stream: TextIO, quiet: bool) -> str:

@@ -6,7 +6,7 @@
   from all results, byte-identical to an uninterrupted run. Another config or other inputs: refused, since the
   finished sources were curated for the first command.
 - A finished run: refused, unless `--overwrite` (start over) or `--incremental` (add the sources it does not
-  have yet: see `Base`).
+  have yet, and take out those a block list now names: see `Base`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ class Base:
     """The finished run an incremental run adds to. Its shards stay as they are; the new sources' kept clips
     go to new shards numbered from `shards` on; the index and ledger are rewritten with the base's rows
     unchanged plus the new ones. The base's index and ledger are copied to the staging area first, so an
-    interrupted incremental run resumes from the same base."""
+    interrupted incremental run resumes from the same base. Sources a block list names are taken out: their
+    base shards rewritten in place, their rows dropped or replaced (`avcurate.beam.transforms.WriteOutputs`)."""
 
     index: str
     ledger: str
@@ -48,6 +49,8 @@ class RunRecord:
     inputs: tuple[str, ...]
     incremental: bool
     base_shards: int | None = None
+    # The block lists' digest: a takedown half applied to the base must be finished with the same lists.
+    blocklists: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def staging_dir(output: str) -> str:
 
 
 def prepare_output(
-    output: str, config_hash: str, inputs: Sequence[str], *, overwrite: bool, incremental: bool
+    output: str, config_hash: str, inputs: Sequence[str], *, overwrite: bool, incremental: bool, blocklists: str = ""
 ) -> Prepared:
     """Get `output` ready for the run; OutputError when it cannot be used as asked, StorageError when it
     cannot be written."""
@@ -75,11 +78,11 @@ def prepare_output(
             _delete(out, [*FINAL, STAGING])
             unfinished, finished = None, []
         if unfinished is not None:
-            wanted = RunRecord(config_hash, tuple(inputs), incremental, unfinished.base_shards)
+            wanted = RunRecord(config_hash, tuple(inputs), incremental, unfinished.base_shards, blocklists)
             if wanted != unfinished:
                 raise OutputError(
-                    f"{out} holds an unfinished run of another command (other config, inputs or --incremental); run "
-                    "that command again to finish it, or pass --overwrite to start over"
+                    f"{out} holds an unfinished run of another command (other config, inputs, block lists or "
+                    "--incremental); run that command again to finish it, or pass --overwrite to start over"
                 )
             _clear_partial_outputs(out, unfinished.base_shards)
             if is_local(out):
@@ -89,7 +92,7 @@ def prepare_output(
         if finished and not incremental:
             raise OutputError(
                 f"{out} already holds a run ({', '.join(finished)}); pass --overwrite to replace it, --incremental to "
-                "add the inputs it does not have yet, or pick another --output"
+                "add the inputs it does not have yet and apply a changed block list, or pick another --output"
             )
         delete_tree(staging_dir(out))  # without a record: left over by a run killed while it finished
         base_shards = None
@@ -97,7 +100,7 @@ def prepare_output(
             base_shards = _copy_base(out, config_hash)
         if is_local(out):
             os.makedirs(f"{out}/shards", exist_ok=True)
-        record = RunRecord(config_hash, tuple(inputs), incremental, base_shards)
+        record = RunRecord(config_hash, tuple(inputs), incremental, base_shards, blocklists)
         write_bytes(record_path, json.dumps(asdict(record)).encode())  # also proves --output is writable
         return Prepared(resumed=False, base=_base(out, base_shards) if base_shards is not None else None)
     except (OSError, StorageError) as e:
@@ -116,7 +119,8 @@ def _read_record(path: str) -> RunRecord | None:
     if raw is None:
         return None
     data = json.loads(raw)
-    return RunRecord(data["config_hash"], tuple(data["inputs"]), data["incremental"], data.get("base_shards"))
+    return RunRecord(data["config_hash"], tuple(data["inputs"]), data["incremental"], data.get("base_shards"),
+                     data.get("blocklists", ""))  # fmt: skip
 
 
 def _base(out: str, shards: int | None) -> Base | None:

@@ -33,6 +33,7 @@ def summarize(output_dir: str) -> dict[str, Any]:
         "inputs_kept": inputs.get("kept", 0),
         "inputs_rejected": inputs.get("rejected", 0),
         "inputs_failed": inputs.get("failed", 0),
+        "inputs_excluded": inputs.get("excluded", 0),  # on a block list (ledger v3)
         "media_seconds": round(_sum(ledger["probe_duration_s"]), 2),
         "clips": index.num_rows,
         "clips_kept": clips.get("kept", 0),
@@ -121,7 +122,8 @@ def _clips_by_reason(reasons: pa.ChunkedArray) -> dict[str, int]:
 def format_summary(summary: dict[str, Any], wall_s: float | None = None) -> str:
     lines = [
         f"inputs:           {summary['inputs']}  (kept {summary['inputs_kept']}, rejected "
-        f"{summary['inputs_rejected']}, failed {summary['inputs_failed']}); {summary['media_seconds']:.1f} s of media",
+        f"{summary['inputs_rejected']}, failed {summary['inputs_failed']}{_excluded(summary)}); "
+        f"{summary['media_seconds']:.1f} s of media",
         f"clips kept:       {summary['clips_kept']}  ({summary['kept_seconds']:.1f} s)",
         f"clips rejected:   {summary['clips_rejected']}",
     ]
@@ -145,6 +147,11 @@ def format_summary(summary: dict[str, Any], wall_s: float | None = None) -> str:
             f"({wall_s:.1f} s wall clock)"
         )
     return "\n".join(lines)
+
+
+def _excluded(summary: dict[str, Any]) -> str:
+    """Said only when a block list excluded some: most outputs have none to mention."""
+    return f", excluded {summary['inputs_excluded']}" if summary["inputs_excluded"] else ""
 
 
 def _learned_lines(summary: dict[str, Any]) -> list[str]:

@@ -47,7 +47,7 @@ def test_summary_counts(tmp_path: Path) -> None:
     _output(tmp_path, repeats=2)
     summary = summarize(str(tmp_path))
     assert {k: v for k, v in summary.items() if k not in ("failures", "rejected_by_reason")} == {
-        "inputs": 6, "inputs_kept": 2, "inputs_rejected": 2, "inputs_failed": 2, "media_seconds": 41.0,
+        "inputs": 6, "inputs_kept": 2, "inputs_rejected": 2, "inputs_failed": 2, "inputs_excluded": 0, "media_seconds": 41.0,
         "clips": 6, "clips_kept": 2, "clips_rejected": 4, "kept_seconds": 4.0, "shards": 0, "shard_bytes": 0,
         "models": {}, "near_duplicates": 0, "embedding_columns": [], "embedding_arrays": {},
     }  # fmt: skip

@@ -30,21 +30,24 @@ from ..filters import reason_name
 from ..fsutil import delete_tree
 from ..ingest import Listed, list_item, merge_metas, plan_input
 from ..learned import LearnedPlan
-from ..model import FAILED, KEPT, Clip, Source, SourceResult
+from ..model import EXCLUDED, FAILED, KEPT, Clip, Source, SourceResult
 from ..process import curate_source
 from ..sandbox import Sandbox
 from ..spans import Span, Split, merge_spans
 from ..timings import count_times, timed, timed_iter
 from ..writers.buckets import bucket_count, bucket_range, key_bucket
-from ..writers.shards import BucketedLayout, ShardInfo, plan_layout, shard_entry, write_shard
+from ..writers.shards import BucketedLayout, ShardInfo, plan_layout, remove_samples, shard_entry, write_shard
 from ..runstate import Base, finish_run, remove_temporaries
 from ..writers.tables import (
     count_rows,
     index_batch,
+    kept_clips_of,
     ledger_batch,
     merge_index,
     merge_ledger,
     read_table,
+    upgraded_ledger,
+    without_sources,
     write_index_parts,
     write_table,
 )
@@ -155,6 +158,8 @@ def count_result(result: SourceResult) -> None:
     if result.status == FAILED:
         Metrics.counter(NAMESPACE, "inputs_failed").inc()
         Metrics.counter(NAMESPACE, f"failed_{result.error_type}").inc()
+    if result.status == EXCLUDED:
+        Metrics.counter(NAMESPACE, "inputs_excluded").inc()
     if result.probe is not None:
         Metrics.counter(NAMESPACE, "media_ms").inc(int(result.probe.duration_s * 1000))
     for clip in result.clips:
@@ -218,7 +223,8 @@ def _source(uri: str, listings: Iterable[tuple[Order, dict[str, Any], str | None
 
 class DropKnown(beam.PTransform):
     """PCollection[Source] -> the sources an incremental run's base does not have (by source id, from its
-    ledger, read on a worker and joined: no list of known sources in the job graph or in any one process)."""
+    ledger, read on a worker and joined: no list of known sources in the job graph or in any one process).
+    A source the base excluded is not known: listed again once no block list names it, it is curated."""
 
     def __init__(self, base_ledger: str) -> None:
         super().__init__()
@@ -228,7 +234,7 @@ class DropKnown(beam.PTransform):
         known = (
             sources.pipeline
             | "BaseLedger" >> beam.Create([self.base_ledger])
-            | "KnownIds" >> beam.FlatMap(lambda path: read_table(path, ["source_id"]).column("source_id").to_pylist())
+            | "KnownIds" >> beam.FlatMap(_known_ids)
             | "Known" >> beam.Map(lambda source_id: (source_id, True))
         )
         return (
@@ -236,6 +242,12 @@ class DropKnown(beam.PTransform):
             | "Join" >> beam.CoGroupByKey()
             | "New" >> beam.FlatMap(lambda joined: [] if joined[1]["known"] else joined[1]["source"])
         )
+
+
+def _known_ids(ledger: str) -> list[str]:
+    table = read_table(ledger, ["source_id", "status"])
+    rows = zip(table.column("source_id").to_pylist(), table.column("status").to_pylist())
+    return [source_id for source_id, status in rows if status != EXCLUDED]
 
 
 class CurateSources(beam.PTransform):
@@ -323,6 +335,11 @@ class WriteOutputs(beam.PTransform):
     rows of its range), each bucket's sorted and written to a part in the staging area, then the parts are
     copied, one at a time and in key order, into the index. With one bucket (a run of up to plan_bucket_clips
     clips), every output is byte-identical to planning and indexing the whole run at once.
+
+    Excluded sources (block lists) have no clips. On an incremental run they are taken out of the base too (a
+    takedown): their index rows are left out, each base shard holding any of their clips is rewritten without
+    them under its name (`remove_samples`: idempotent, so a resumed run redoes it), and their ledger rows are
+    replaced, as is every base row of a source this run has a result for.
     """
 
     def __init__(self, cfg: Config, output_dir: str, staging_dir: str, base: Base | None = None) -> None:
@@ -364,6 +381,11 @@ class WriteOutputs(beam.PTransform):
             | "WriteShard" >> beam.Map(_write_shard, layout, f"{out}/shards", f"{out}/embeddings")
             | "AllShards" >> beam.combiners.ToList()
         )
+        excluded = beam.pvalue.AsSingleton(
+            results
+            | "ExcludedIds" >> beam.FlatMap(lambda r: [r.source.source_id] if r.status == EXCLUDED else [])
+            | "ExcludedSet" >> beam.combiners.ToSet()
+        )
         others = results | "NotKept" >> beam.FlatMap(lambda r: [c for c in r.clips if c.status != KEPT])
         clips = (placed, others) | "AllClips" >> beam.Flatten()
         index_buckets = (
@@ -381,7 +403,7 @@ class WriteOutputs(beam.PTransform):
             | "ClipsAndMarkers" >> beam.Flatten()
             | "IndexRows" >> beam.CombinePerKey(_IndexRows())
             | "WriteIndexPart"
-            >> beam.FlatMap(_write_index_part, beam.pvalue.AsSingleton(index_buckets), base, parts_dir)
+            >> beam.FlatMap(_write_index_part, beam.pvalue.AsSingleton(index_buckets), base, parts_dir, excluded)
             | "AllIndexParts" >> beam.combiners.ToList()
             | "WriteIndex" >> beam.Map(_write_index, f"{out}/index.parquet")
         )
@@ -393,18 +415,18 @@ class WriteOutputs(beam.PTransform):
             | "AllLedgerBatches" >> beam.combiners.ToList()
             | "WriteLedger" >> beam.Map(_write_ledger, base, f"{out}/ledger.parquet")
         )
-        # Staged clips are removed only once every shard is written.
-        return (
-            shard_infos
-            | "Cleanup"
-            >> beam.Map(
-                _cleanup,
-                self.staging_dir,
-                out,
-                index_done=beam.pvalue.AsSingleton(index),
-                ledger_done=beam.pvalue.AsSingleton(ledger),
+        written = {"index_done": beam.pvalue.AsSingleton(index), "ledger_done": beam.pvalue.AsSingleton(ledger)}
+        if base is not None:  # the base's shards holding clips of sources excluded now are rewritten without them
+            written["taken_down"] = beam.pvalue.AsSingleton(
+                results.pipeline
+                | "BaseIndex" >> beam.Create([base.index])
+                | "TakenDownClips" >> beam.FlatMap(kept_clips_of, excluded)
+                | "ByBaseShard" >> beam.GroupByKey()
+                | "RewriteBaseShard" >> beam.Map(_take_down, f"{out}/shards", f"{out}/embeddings")
+                | "AllRewritten" >> beam.combiners.ToList()
             )
-        )
+        # Staged clips are removed only once every shard is written (and the index, the ledger, any takedown).
+        return shard_infos | "Cleanup" >> beam.Map(_cleanup, self.staging_dir, out, **written)
 
 
 class _IndexRows(beam.CombineFn):
@@ -435,19 +457,19 @@ class _IndexRows(beam.CombineFn):
 
 
 def _write_index_part(
-    bucket_rows: tuple[int, list[Any]], buckets: int, base: Base | None, parts_dir: str
+    bucket_rows: tuple[int, list[Any]], buckets: int, base: Base | None, parts_dir: str, excluded: set[str]
 ) -> list[tuple[int, str]]:
-    """The bucket's index rows, with the base's of its key range, sorted into a part of the index; none if it
-    has no rows."""
+    """The bucket's index rows, with the base's of its key range but those of `excluded` sources, sorted into a
+    part of the index; none if it has no rows."""
     with timed(NAMESPACE, "write:index"):
-        return _index_part(bucket_rows, buckets, base, parts_dir)
+        return _index_part(bucket_rows, buckets, base, parts_dir, excluded)
 
 
 def _index_part(
-    bucket_rows: tuple[int, list[Any]], buckets: int, base: Base | None, parts_dir: str
+    bucket_rows: tuple[int, list[Any]], buckets: int, base: Base | None, parts_dir: str, excluded: set[str]
 ) -> list[tuple[int, str]]:
     bucket, batches = bucket_rows
-    base_rows = [read_table(base.index, keys=bucket_range(bucket, buckets))] if base is not None else []
+    base_rows = [without_sources(read_table(base.index, keys=bucket_range(bucket, buckets)), excluded)] if base else []
     table = merge_index(batches + base_rows)
     if not table.num_rows:
         return []
@@ -461,19 +483,28 @@ def _write_index(parts: list[tuple[int, str]], path: str) -> None:
         write_index_parts([part for _, part in sorted(parts)], path)
 
 
-def _write_ledger(batches: list[Any], base: Base | None, path: str) -> None:
-    with timed(NAMESPACE, "write:ledger"):
-        write_table(merge_ledger(batches + _base_ledger(base)), path)
-
-
 def _index_buckets(new_clips: int, base: Base | None, per_bucket: int) -> int:
     """The index's buckets: by its rows, the new clips' and the base's."""
     return bucket_count(new_clips + (count_rows(base.index) if base is not None else 0), per_bucket)
 
 
-def _base_ledger(base: Base | None) -> list[Any]:
-    """The finished run's ledger rows, which an incremental run keeps unchanged."""
-    return [read_table(base.ledger)] if base is not None else []
+def _write_ledger(batches: list[Any], base: Base | None, path: str) -> None:
+    with timed(NAMESPACE, "write:ledger"):
+        write_table(merge_ledger(batches + _base_ledger(base, batches)), path)
+
+
+def _base_ledger(base: Base | None, batches: list[Any]) -> list[Any]:
+    """The finished run's ledger rows, which an incremental run keeps unchanged, but those of sources with a
+    row in `batches` (this run's: excluded now, or curated again once no longer excluded)."""
+    if base is None:
+        return []
+    replaced = {source_id for batch in batches for source_id in batch.column("source_id").to_pylist()}
+    return [without_sources(upgraded_ledger(read_table(base.ledger)), replaced)]
+
+
+def _take_down(shard_keys: tuple[str, Iterable[str]], shards_dir: str, embeddings_dir: str) -> ShardInfo | None:
+    name, keys = shard_keys
+    return remove_samples(name, keys, shards_dir, embeddings_dir)
 
 
 def _write_shard(
@@ -485,7 +516,8 @@ def _write_shard(
 
 
 def _cleanup(
-    infos: Iterable[ShardInfo], staging_dir: str, output_dir: str, index_done: Any, ledger_done: Any
+    infos: Iterable[ShardInfo], staging_dir: str, output_dir: str, index_done: Any, ledger_done: Any,
+    taken_down: Any = None,
 ) -> list[ShardInfo]:
     finish_run(output_dir)  # the run record goes first: a kill from here on leaves a finished run
     fault_point("finished")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import hashlib
+import io
 import json
 import re
 import tarfile
@@ -20,6 +21,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -263,6 +265,68 @@ def _write_shard_arrays(plan: ShardPlan, embeddings_dir: str) -> tuple[str, ...]
             out.write(npy_bytes(array, SHARD_DTYPE))
         paths.append(path)
     return tuple(paths)
+
+
+def remove_samples(name: str, keys: Iterable[str], shards_dir: str, embeddings_dir: str) -> ShardInfo | None:
+    """Rewrite shard `name` without the samples `keys` (a takedown), under the same name, then its per-shard
+    embedding arrays without their rows; the rewritten shard's info, None if the tar held none of them.
+
+    Every other member is copied with the header `write_shard` gives it, so the result is byte-identical to
+    writing the remaining clips afresh (an array keeps a row per remaining sample, NaN where it had one). Each
+    file is replaced atomically, and doing it again changes nothing, so a run killed midway finishes by running
+    again: an array is cut only while it still has the tar's original number of rows.
+    """
+    removed = set(keys)
+    remaining, info = _copy_tar_without(FileSystems.join(shards_dir, name), removed)
+    original = sorted(set(remaining) | removed)  # the samples before any attempt, in the shard's key order
+    keep = np.array([key not in removed for key in original], dtype=bool)
+    stem = name.removesuffix(".tar")
+    for meta in FileSystems.match([FileSystems.join(embeddings_dir, "*", f"{stem}.npy")])[0].metadata_list:
+        _cut_rows(meta.path, keep)
+    return info
+
+
+class _NothingToRemove(Exception):
+    """Raised inside `atomic_create` to drop the copy of a tar that an earlier attempt rewrote already."""
+
+
+def _copy_tar_without(path: str, removed: set[str]) -> tuple[list[str], ShardInfo | None]:
+    """The tar's remaining sample keys in order, and the info of its rewritten copy (None if nothing was left out)."""
+    remaining: list[str] = []
+    left_out = False
+    try:
+        with atomic_create(path, "application/x-tar") as out:
+            with (
+                FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src,
+                tarfile.open(fileobj=src, mode="r|") as tar_in,
+                tarfile.open(fileobj=out, mode="w|", format=TAR_FORMAT) as tar_out,
+            ):
+                for member in tar_in:
+                    key = member.name.split(".", 1)[0]  # WebDataset's split: keys hold no dot
+                    if key in removed:
+                        left_out = True
+                        continue
+                    if not remaining or remaining[-1] != key:
+                        remaining.append(key)
+                    tar_out.addfile(_tarinfo(member.name, member.size), tar_in.extractfile(member))
+                    fault_point("takedown")
+            if not left_out:
+                raise _NothingToRemove
+    except _NothingToRemove:
+        return remaining, None
+    name = FileSystems.split(path)[1]
+    return remaining, ShardInfo(name, len(remaining), out.n_bytes, out.sha256)
+
+
+def _cut_rows(path: str, keep: np.ndarray) -> None:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        array = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    if len(array) == keep.sum():
+        return  # cut by an earlier attempt
+    if len(array) != len(keep):
+        raise ValueError(f"{path} has {len(array)} rows, but its shard had {len(keep)} samples: they do not match")
+    with atomic_create(path, "application/octet-stream") as out:
+        out.write(npy_bytes(array[keep], SHARD_DTYPE))
 
 
 class DigestWriter:

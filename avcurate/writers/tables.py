@@ -12,10 +12,12 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -25,7 +27,7 @@ from avcurate.writers.embeddings import RETRIEVAL_ROLES, vector_dim
 from avcurate.writers.shards import atomic_create
 
 INDEX_SCHEMA_VERSION = 5
-LEDGER_SCHEMA_VERSION = 2
+LEDGER_SCHEMA_VERSION = 3
 VERSION_KEY = "avcurate.schema_version"
 
 _ARROW_TYPES: dict[type, pa.DataType] = {str: pa.string(), float: pa.float64(), int: pa.int64(), bool: pa.bool_()}
@@ -122,12 +124,13 @@ LEDGER_SCHEMA = pa.schema(
     [
         pa.field("source_id", pa.string(), nullable=False),
         pa.field("uri", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),  # kept / rejected / failed
+        pa.field("status", pa.string(), nullable=False),  # kept / rejected / failed / excluded
         pa.field("n_clips", pa.int64(), nullable=False),
         pa.field("n_kept", pa.int64(), nullable=False),
         pa.field("n_rejected", pa.int64(), nullable=False),
         pa.field("error", pa.string()),
         pa.field("error_type", pa.string()),
+        pa.field("excluded_by", pa.string()),  # v3: the block list that excluded it (`error` says which entry)
         pa.field("note", pa.string()),
         # The rules that rejected any of its clips, by name ("source_short_side"): the index has each clip's text.
         pa.field("reasons", pa.list_(pa.field("element", pa.string(), nullable=False)), nullable=False),
@@ -224,6 +227,7 @@ def ledger_row(result: SourceResult) -> dict[str, Any]:
         "n_rejected": sum(c.status == REJECTED for c in result.clips),
         "error": result.error,
         "error_type": result.error_type,
+        "excluded_by": result.excluded_by,
         "note": result.note,
         "reasons": sorted({reason_name(r) for c in result.clips if c.status == REJECTED for r in c.reasons}),
         "sync_correction_ms": result.sync_correction_ms,
@@ -303,6 +307,15 @@ def merge_ledger(batches: list[pa.Table]) -> pa.Table:
     return _merge(batches, LEDGER_SCHEMA, ["uri", "source_id"])
 
 
+def upgraded_ledger(table: pa.Table) -> pa.Table:
+    """An earlier run's ledger with this version's columns: those v3 added (`excluded_by`) are null, so an
+    incremental run adds to a v2 ledger."""
+    for i, field in enumerate(LEDGER_SCHEMA):
+        if field.name not in table.column_names and field.nullable:
+            table = table.add_column(i, field, pa.nulls(table.num_rows, field.type))
+    return table
+
+
 def write_table(table: pa.Table, path: str) -> None:
     """Write Parquet through FileSystems, atomically (temp name, then rename) and byte-reproducibly."""
     with atomic_create(path, "application/vnd.apache.parquet") as out:
@@ -348,6 +361,25 @@ def read_table(
         filters = [("key", ">=", first)] + ([("key", "<", end)] if end is not None else [])
     with FileSystems.open(path) as f:
         return pq.read_table(f, columns=columns, filters=filters).replace_schema_metadata(None)
+
+
+def without_sources(table: pa.Table, source_ids: Collection[str]) -> pa.Table:
+    """An index's or ledger's rows but those of `source_ids` (sources excluded since they were curated)."""
+    if not source_ids:
+        return table
+    listed = pc.is_in(table.column("source_id"), value_set=pa.array(sorted(source_ids), pa.string()))
+    return table.filter(pc.invert(listed))
+
+
+def kept_clips_of(index: str, source_ids: Collection[str]) -> list[tuple[str, str]]:
+    """(shard, key) of every kept clip of `source_ids` in an index file: what a takedown removes from shards.
+    Reads four short columns, filtered row group by row group, not the whole index."""
+    if not source_ids:
+        return []
+    wanted = [("source_id", "in", sorted(source_ids)), ("status", "=", KEPT)]
+    with FileSystems.open(index) as f:
+        table = pq.read_table(f, columns=["shard", "key"], filters=wanted)
+    return list(zip(table.column("shard").to_pylist(), table.column("key").to_pylist()))
 
 
 def canonical_json(value: Any) -> str:
