@@ -17,7 +17,9 @@ from apache_beam.io.filesystems import FileSystems
 from ..blocklist import Blocklist, Match
 from ..fsutil import is_local
 from ..model import EXCLUDED, Source, SourceResult
+from ..timings import timed
 from ..writers.tables import read_table
+from . import NAMESPACE
 from .transforms import count_result
 
 _CHUNK = 1 << 20
@@ -69,7 +71,8 @@ class _MatchFn(beam.DoFn):
     def process(self, source: Source) -> Iterator[Any]:
         match = self.blocklist.match(source.uri, source.source_id)
         if match is None and self.blocklist.hashes_content and source.listing_error is None:
-            digest, problem = content_sha256(source.uri)
+            with timed(NAMESPACE, "exclude"):  # reading and hashing the whole file
+                digest, problem = content_sha256(source.uri)
             if problem is not None:
                 # Fail closed: a file whose bytes cannot be checked is not curated (recorded as failed, nothing
                 # decoded). A source the base already has keeps its row, as any known source does.
