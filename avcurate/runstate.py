@@ -23,7 +23,9 @@ from .writers.tables import read_table
 STAGING = "_staging"
 _RECORD = "_run.json"
 _BASE = "_base"
-FINAL = ("index.parquet", "ledger.parquet", "shards", "embeddings", "run.json")
+# A finished run's files; the record and the report (avcurate.report) are written last, from the rest.
+FINAL = ("index.parquet", "ledger.parquet", "shards", "embeddings", "run.json", "report.html", "report_files")
+_FOLDERS = ("shards", "embeddings", "report_files", STAGING)
 
 
 class OutputError(Exception):
@@ -114,6 +116,11 @@ def finish_run(output: str) -> None:
     delete_files([f"{staging_dir(output)}/{_RECORD}"])
 
 
+def unfinished(output: str) -> bool:
+    """Whether `output` holds a run that has not finished: its staging area still has the run's record."""
+    return filesystems().exists(f"{staging_dir(output.rstrip('/'))}/{_RECORD}")
+
+
 def _read_record(path: str) -> RunRecord | None:
     raw = read_bytes(path)
     if raw is None:
@@ -179,7 +186,7 @@ def _files(folder: str) -> list[str]:
 def _delete(out: str, names: Sequence[str]) -> None:
     for name in names:
         path = f"{out}/{name}"
-        if name in ("shards", "embeddings", STAGING):
+        if name in _FOLDERS:
             delete_tree(path)
         else:
             delete_files([path])

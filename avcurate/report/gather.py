@@ -1,0 +1,110 @@
+"""What a report shows, read from an output folder alone: the run's record (`run.json`, when the run wrote one),
+the ledger and the index (the columns a report needs, column-wise in Arrow) and the summary `inspect` prints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..fsutil import filesystems, read_bytes
+from ..model import FAILED, KEPT, REJECTED
+from ..runstate import unfinished
+from ..summary import summarize
+
+RUN_RECORD = "run.json"
+_STATUS_ORDER = (KEPT, REJECTED, FAILED)  # then any other status (such as "excluded"), by name
+
+
+class NotAnOutput(Exception):
+    """The folder holds no finished run to report on; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    uri: str
+    error: str
+
+
+@dataclass
+class OutputData:
+    output: str
+    run: dict[str, Any] | None  # run.json; None for an output written before runs recorded it
+    summary: dict[str, Any]  # what `avcurate inspect --json` prints
+    inputs_by_status: dict[str, int]  # kept, rejected, failed first, then any other status
+    media_s_by_status: dict[str, float]
+    excluded_by: dict[str, int]  # why inputs were excluded, where the ledger says (its `excluded_by` column)
+    failures: dict[str, list[Failure]]  # by error_type, each list in URI order
+    index: pa.Table  # one row per clip: every column but embeddings and speaker timelines
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        return None if self.run is None else self.run.get("config")
+
+
+def gather(output_dir: str) -> OutputData:
+    out = output_dir.rstrip("/")
+    fs = filesystems()
+    missing = [name for name in ("index.parquet", "ledger.parquet") if not fs.exists(f"{out}/{name}")]
+    if missing:
+        raise NotAnOutput(f"{out} is not a finished avcurate output: it has no {' or '.join(missing)}")
+    if unfinished(out):
+        raise NotAnOutput(f"{out} holds an unfinished run; finish it (run the same command again) before reporting on it")
+    raw = read_bytes(f"{out}/{RUN_RECORD}")
+    ledger = _read_ledger(f"{out}/ledger.parquet")
+    inputs = {row["values"]: row["counts"] for row in pc.value_counts(ledger["status"]).to_pylist()}
+    order = [s for s in _STATUS_ORDER if s in inputs] + sorted(s for s in inputs if s not in _STATUS_ORDER)
+    return OutputData(
+        output=out,
+        run=json.loads(raw) if raw is not None else None,
+        summary=summarize(out),
+        inputs_by_status={status: inputs[status] for status in order},
+        media_s_by_status=_media_seconds(ledger, order),
+        excluded_by=_excluded_by(ledger),
+        failures=_failures(ledger),
+        index=_read_index(f"{out}/index.parquet"),
+    )
+
+
+def _read_ledger(path: str) -> pa.Table:
+    with filesystems().open(path) as f:
+        parquet = pq.ParquetFile(f)
+        wanted = ["uri", "status", "error_type", "error", "probe_duration_s", "excluded_by"]
+        return parquet.read(columns=[c for c in wanted if c in parquet.schema_arrow.names])
+
+
+def _read_index(path: str) -> pa.Table:
+    """Scalar columns and `reasons`: embeddings and speaker timelines are large and shown nowhere."""
+    with filesystems().open(path) as f:
+        parquet = pq.ParquetFile(f)
+        schema = parquet.schema_arrow
+        scalar = [f.name for f in schema if f.name == "reasons" or not pa.types.is_nested(f.type)]
+        return parquet.read(columns=scalar)
+
+
+def _media_seconds(ledger: pa.Table, statuses: list[str]) -> dict[str, float]:
+    seconds = {}
+    for status in statuses:
+        durations = pc.filter(ledger["probe_duration_s"], pc.equal(ledger["status"], status))
+        seconds[status] = pc.sum(durations).as_py() or 0.0
+    return seconds
+
+
+def _excluded_by(ledger: pa.Table) -> dict[str, int]:
+    if "excluded_by" not in ledger.column_names:
+        return {}
+    reasons = ledger["excluded_by"].drop_null()
+    counts = {str(row["values"]): row["counts"] for row in pc.value_counts(reasons).to_pylist()} if len(reasons) else {}
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _failures(ledger: pa.Table) -> dict[str, list[Failure]]:
+    failed = ledger.filter(pc.equal(ledger["status"], FAILED)).select(["uri", "error_type", "error"])
+    grouped: dict[str, list[Failure]] = {}
+    for row in failed.to_pylist():
+        grouped.setdefault(row["error_type"] or "unknown", []).append(Failure(row["uri"], row["error"] or ""))
+    return dict(sorted(grouped.items(), key=lambda kv: (-len(kv[1]), kv[0])))
