@@ -1,4 +1,5 @@
-"""avcurate command line: `avcurate run` curates videos into shards, `avcurate inspect` summarises an output."""
+"""avcurate command line: `avcurate run` curates videos into shards, `avcurate inspect` summarises an output,
+`avcurate report` rebuilds its report.html."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .config import Config, ConfigError
 from .fsutil import StorageError
 from .ingest import IngestError, check_inputs
 from .learned import prepare_learned
+from .report import NotAnOutput, write_report
 from .runrecord import run_record, write_run_record
 from .runstate import OutputError, prepare_output
 from .speakers.stage import prepare_speakers
@@ -83,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="summarise an output folder")
     inspect.add_argument("output")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    report = commands.add_parser("report", help="rebuild an output folder's report.html (and report_files/)")
+    report.add_argument("output")
     return parser
 
 
@@ -99,6 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognised arguments: {' '.join(beam_args)}")
         summary = summarize(args.output)
         print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
+        return 0
+    if args.command == "report":
+        if beam_args:
+            parser.error(f"unrecognised arguments: {' '.join(beam_args)}")
+        try:
+            print(write_report(args.output))
+        except NotAnOutput as e:
+            print(f"avcurate: {e}", file=sys.stderr)
+            return 2
         return 0
     # Listing inputs and checking the output happen before the pipeline exists: give Beam's FileSystems its
     # options now (an S3 endpoint and keys, a GCP project, ...).
@@ -162,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # exit_after skips; the local runner starts none.
         atexit._run_exitfuncs()
     summary = summarize(output)
+    write_report(output)
     if args.json:
         print(json.dumps({**summary, "wall_s": round(report.wall_s, 2), "counters": report.counters}, indent=2))
     else:

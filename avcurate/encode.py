@@ -90,8 +90,11 @@ def _stderr_captured() -> Iterator[Callable[[], str]]:
             sys.stderr.write(text)
 
 
-def mux_clip(video_path: str, audio: np.ndarray, sample_rate: int, cfg: EncodeConfig) -> bytes:
-    """The final clip: the encoded video of `video_path` (copied, not re-encoded) plus `audio` as AAC."""
+def mux_clip(
+    video_path: str, audio: np.ndarray, sample_rate: int, cfg: EncodeConfig, audio_options: dict[str, str] | None = None
+) -> bytes:
+    """The final clip: the encoded video of `video_path` (copied, not re-encoded) plus `audio` as AAC (with the
+    encoder's `audio_options`, e.g. a faster coder for previews)."""
     channels = audio.shape[0]
     out_buffer = io.BytesIO()
     with av.open(video_path, mode="r") as source, av.open(out_buffer, mode="w", format="mp4") as out:
@@ -100,6 +103,7 @@ def mux_clip(video_path: str, audio: np.ndarray, sample_rate: int, cfg: EncodeCo
         out_audio = out.add_stream("aac", rate=sample_rate, layout="mono" if channels == 1 else "stereo")
         out_audio.bit_rate = cfg.audio_bitrate
         out_audio.codec_context.thread_count = 1
+        out_audio.options = audio_options or {}
         audio_packets = _encode_audio(out_audio, audio, sample_rate)
         # Interleave by time so readers never buffer one whole stream to reach the other.
         pending = iter(audio_packets)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything avcurate needs on a fresh Debian machine: system ffmpeg (and espeak-ng for the
 # speech samples) and a Python 3.11 virtualenv with `pip install -e .[dev]`; with --prism, also Beam's Prism
-# runner for the tests. Safe to run again: it reinstalls only when pyproject.toml changed.
+# runner and headless Chromium for the tests. Safe to run again: it reinstalls only when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -44,6 +44,19 @@ if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$PY" -m uv pip install -q --python "$VENV/bin/python" -e ".[dev]"
   echo "$want" > "$stamp"
   echo "setup: ready ($VENV)"
+fi
+
+# --prism (the tests' setup): also Debian's headless Chromium and its driver, which open the run report in a real
+# browser (tests/test_report.py, scripts/screenshot_report.py).
+if [ "${1:-}" = "--prism" ] && ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium and chromium-driver with apt-get (the report's browser test)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: chromium and chromedriver are missing, so the report's browser test will fail. Install them first," >&2
+    echo "       e.g. 'sudo apt-get install chromium chromium-driver', then run this command again." >&2
+  fi
 fi
 
 # --prism: Beam's portable Prism runner, built from source with Go at the installed Beam's version (Beam would

@@ -277,7 +277,8 @@ def _config(data: OutputData, rules: list[Rule]) -> str:
     rows = [(_e(r.name), f"<code>{_e(r.score)}</code>", _opt(r.min), _opt(r.max), _e(r.when or "")) for r in rules]
     text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=110)
     return _section("config", "Configuration", "<h3>Rules</h3>"
-                    + _table(["rule", "score", "min", "max", "when"], rows) + f"<h3>Everything</h3><pre>{_e(text)}</pre>")  # fmt: skip
+                    + _table(["rule", "score", "min", "max", "when"], rows)
+                    + f"<details><summary>Every setting (YAML)</summary><pre>{_e(text)}</pre></details>")  # fmt: skip
 
 
 # --- small pieces ---------------------------------------------------------------------------------------
