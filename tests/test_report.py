@@ -143,6 +143,18 @@ def test_an_older_output_with_its_sources_gone_still_gets_a_report(tmp_path: Pat
     assert Path(write_report(str(tmp_path))).read_text(encoding="utf-8") == page  # nothing in it changes by itself
 
 
+def test_a_run_where_every_input_failed_gets_a_report(tmp_path: Path) -> None:
+    (tmp_path / "shards").mkdir()
+    write_table(index_batch([]), str(tmp_path / "index.parquet"))
+    write_table(ledger_batch([SourceResult(Source.from_uri("/v.mp4"), error="empty", error_type="probe")]),
+                str(tmp_path / "ledger.parquet"))  # fmt: skip
+    (tmp_path / "run.json").write_text(json.dumps(_record(tmp_path)), encoding="utf-8")
+    page = Path(write_report(str(tmp_path))).read_text(encoding="utf-8")
+    assert "No clip was rejected." in page and 'data-error-type="probe"' in page
+    assert "not measured on any clip" in page  # the rules' scores, drawn with their thresholds all the same
+    assert 'id="threshold-sharpness-0-min"' in page
+
+
 def test_report_refuses_a_folder_without_a_finished_run(tmp_path: Path) -> None:
     done = run_cli("report", str(tmp_path))
     assert done.returncode == 2

@@ -168,7 +168,7 @@ def _rejections(data: OutputData, rejected_rows: dict[str, np.ndarray]) -> str:
 
 
 def _scores(data: OutputData, rules: list[Rule], scores: list[Score]) -> str:
-    kept = (data.index["status"].to_numpy(zero_copy_only=False) == KEPT) if data.index.num_rows else np.zeros(0, bool)
+    kept = data.index["status"].to_numpy(zero_copy_only=False) == KEPT
     figures = []
     for score in scores:
         svg = plots.histogram(score, kept)
@@ -305,6 +305,7 @@ def _table(columns: list[str], rows: Iterable[tuple[str, ...]], *, header: bool 
 
 
 def _cell(content: str) -> str:
+    """A cell, right-aligned when it holds a number (a count, a share, seconds)."""
     plain = content.replace(",", "").replace("%", "").replace(".", "", 1).lstrip("-")
     return f'<td class="n">{content}</td>' if plain.isdigit() else f"<td>{content}</td>"
 
