@@ -17,33 +17,23 @@ from avcurate.model import KEPT, REJECTED, Clip, ClipScores, ProbeInfo, Source, 
 from avcurate.report import write_report
 from avcurate.report.browser import chromium_available, open_chromium, page_url
 from avcurate.report.examples import choose_examples
+from avcurate.runrecord import run_record
 from avcurate.runstate import FINAL, prepare_output
 from avcurate.writers.tables import index_batch, ledger_batch, write_table
 from runs import DEMO_CONFIG, digests, run_cli
 
 
-def _record(output: Path) -> dict:
-    """The run's record as `avcurate run` writes it (schemas/run.v1.json); timings made up."""
-    config = Config.load(DEMO_CONFIG)
-    stages = [{"stage": name, "cpu_s": cpu, "wall_s": wall} for name, cpu, wall in
-              [("probe", 0.8, 1.1), ("decode", 6.1, 4.0), ("cut", 0.5, 0.4), ("score:sync", 2.2, 1.6),
-               ("encode", 4.0, 2.5), ("write:shards", 0.3, 0.4)]]  # fmt: skip
-    return {
-        "schema_version": 1, "command": f"avcurate run --config {DEMO_CONFIG} --output {output}", "runner": "local",
-        "workers": 2, "inputs": ["samples/"], "started": "2026-11-27T05:40:00Z", "wall_s": 13.7, "resumed": False,
-        "incremental": False, "config": json.loads(json.dumps(config.to_dict())), "config_hash": config.hash,
-        "counters": {"inputs": 16}, "stages": stages,
-    }  # fmt: skip
+def _record() -> dict:
+    """A run's record (run.json) of the demo config, as `avcurate run` writes it."""
+    return run_record(command=["avcurate", "run"], runner="local", workers=2, inputs=["samples/"], started=0.0,
+                      wall_s=13.7, resumed=False, incremental=False, cfg=Config.load(DEMO_CONFIG), counters={})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def rebuilt(demo_run: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the demo run's output (with a run record where the run wrote none), its report rebuilt by
-    `avcurate report`."""
+    """A copy of the demo run's output, its report rebuilt by `avcurate report`."""
     output = tmp_path_factory.mktemp("report") / "out"
     shutil.copytree(demo_run[0], output)
-    if not (output / "run.json").exists():
-        (output / "run.json").write_text(json.dumps(_record(output)), encoding="utf-8")
     done = run_cli("report", str(output))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == f"{output}/report.html"
@@ -148,7 +138,7 @@ def test_a_run_where_every_input_failed_gets_a_report(tmp_path: Path) -> None:
     write_table(index_batch([]), str(tmp_path / "index.parquet"))
     write_table(ledger_batch([SourceResult(Source.from_uri("/v.mp4"), error="empty", error_type="probe")]),
                 str(tmp_path / "ledger.parquet"))  # fmt: skip
-    (tmp_path / "run.json").write_text(json.dumps(_record(tmp_path)), encoding="utf-8")
+    (tmp_path / "run.json").write_text(json.dumps(_record()), encoding="utf-8")
     page = Path(write_report(str(tmp_path))).read_text(encoding="utf-8")
     assert "No clip was rejected." in page and 'data-error-type="probe"' in page
     assert "not measured on any clip" in page  # the rules' scores, drawn with their thresholds all the same

@@ -3,7 +3,6 @@ the ledger and the index (the columns a report needs, column-wise in Arrow) and 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,12 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..fsutil import filesystems, read_bytes
+from ..fsutil import filesystems
 from ..model import FAILED, KEPT, REJECTED
+from ..runrecord import read_run_record
 from ..runstate import unfinished
 from ..summary import summarize
 
-RUN_RECORD = "run.json"
 _STATUS_ORDER = (KEPT, REJECTED, FAILED)  # then any other status (such as "excluded"), by name
 
 
@@ -54,13 +53,12 @@ def gather(output_dir: str) -> OutputData:
         raise NotAnOutput(f"{out} is not a finished avcurate output: it has no {' or '.join(missing)}")
     if unfinished(out):
         raise NotAnOutput(f"{out} holds an unfinished run; finish it (run the same command again) before reporting on it")
-    raw = read_bytes(f"{out}/{RUN_RECORD}")
     ledger = _read_ledger(f"{out}/ledger.parquet")
     inputs = {row["values"]: row["counts"] for row in pc.value_counts(ledger["status"]).to_pylist()}
     order = [s for s in _STATUS_ORDER if s in inputs] + sorted(s for s in inputs if s not in _STATUS_ORDER)
     return OutputData(
         output=out,
-        run=json.loads(raw) if raw is not None else None,
+        run=read_run_record(out),
         summary=summarize(out),
         inputs_by_status={status: inputs[status] for status in order},
         media_s_by_status=_media_seconds(ledger, order),

@@ -13,7 +13,8 @@ import yaml
 from ..model import KEPT
 from . import plots
 from .examples import Example, Examples
-from .gather import RUN_RECORD, OutputData
+from ..runrecord import NAME as RUN_RECORD
+from .gather import OutputData
 from .previews import MAX_S, Preview
 from .provenance import Provenance
 from .scores import Rule, Score
