@@ -237,7 +237,7 @@ def _provenance(provenance: Provenance) -> str:
                            {f"kept {unit}": [round(v.kept_s / scale, 2) for v in column.values]}, f"kept time ({unit})")  # fmt: skip
         rows = [(_e(v.value), _n(v.sources), _n(v.kept_clips), _e(_duration(v.kept_s)), _pct(v.kept_s / (total_s or 1)),
                  _n(v.rejected_clips)) for v in column.values]  # fmt: skip
-        table = _table(["value", "sources", "kept clips", "kept time", "of kept time", "rejected clips"], rows)
+        table = _table(["value", "sources with clips", "kept clips", "kept time", "of kept time", "rejected clips"], rows)
         parts.append(f'<div class="provenance" data-column="{_e(column.name)}"><h3>{_e(title)}</h3>'
                      f'<p class="muted">{_n(column.distinct)} distinct value(s)</p><div class="row">'
                      f"{_figure(chart, f'provenance-{column.name}')}{table}</div></div>")  # fmt: skip

@@ -82,7 +82,7 @@ def _edges(values: np.ndarray, bounds: list[float]) -> np.ndarray:
 
 def bars(name: str, labels: list[str], series: dict[str, list[float]], xlabel: str) -> str:
     """Horizontal bars, a group per label (top to bottom in the given order), a colour per series."""
-    colours = [KEPT_COLOUR, REJECTED_COLOUR, WALL_COLOUR]
+    colours = [KEPT_COLOUR, WALL_COLOUR, REJECTED_COLOUR]
     with _style(name):
         height_in = 0.75 + 0.28 * len(labels) * max(1.0, len(series) * 0.7)
         fig = Figure(figsize=(_WIDTH_IN, height_in))
