@@ -16,7 +16,7 @@ from .sample import SampleSet, make_sample_set
 
 CONFIG = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "demo.yaml"
 # Made-up provenance for the samples, varied, so that the report has licenses, uploaders and origins to summarise.
-_LICENSES = ("CC-BY-4.0", "CC0-1.0", "CC-BY-SA-4.0", "CC-BY-4.0")
+_LICENSES = ("CC-BY-4.0", "CC0-1.0", "CC-BY-SA-4.0", "CC-BY-4.0")  # one license commoner than the others
 _UPLOADERS = ("city-archive", "nature-films", "studio-k")
 _ORIGINS = ("https://media.example.org/v/", "https://www.example.com/watch?v=", "https://archive.example.net/items/")
 
