@@ -175,7 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # exit_after skips; the local runner starts none.
         atexit._run_exitfuncs()
     summary = summarize(output)
-    write_report(output)
+    try:
+        page = write_report(output)
+    except Exception as e:  # the data is written and complete: say what failed rather than lose the run's status
+        logging.exception("writing the report failed")
+        print(f"avcurate: the run finished, but its report could not be written ({type(e).__name__}: {e}); rebuild "
+              f"it with `avcurate report {output}`", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"avcurate: report written to {page}", file=sys.stderr)
     if args.json:
         print(json.dumps({**summary, "wall_s": round(report.wall_s, 2), "counters": report.counters}, indent=2))
     else:
