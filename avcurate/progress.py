@@ -140,7 +140,7 @@ class RunProgress:
 
 def _eta(counts: Counts, elapsed_s: float) -> float | None:
     """Seconds left at the pace so far, by sources (their lengths are unknown until each is probed)."""
-    if counts.sources is None or counts.done == 0:
+    if counts.sources is None or counts.done == 0 or counts.done >= counts.sources:
         return None
     return elapsed_s / counts.done * (counts.sources - counts.done)
 
