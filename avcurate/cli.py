@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         help="no progress display (by default: live on a terminal, a line a minute otherwise; local runner)",
     )  # fmt: skip
     run.add_argument(
-        "--progress-every", type=float, default=progress.LOG_EVERY_S, metavar="SECONDS",
+        "--progress-every", type=_positive_seconds, default=progress.LOG_EVERY_S, metavar="SECONDS",
         help="seconds between progress lines when stderr is not a terminal (default %(default)g)",
     )  # fmt: skip
     inspect = commands.add_parser("inspect", help="summarise an output folder")
@@ -88,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rebuild an output folder's report.html (and report_files/)")
     report.add_argument("output")
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

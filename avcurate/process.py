@@ -35,7 +35,7 @@ from .scorers import build_scorers
 from .scorers.base import ClipSignals
 from .shots import Cut, build_detector, quarter_yuv
 from .spans import Span, Split, plan_spans
-from .timings import add as add_times, charge, stage
+from .timings import Times, add as add_times, charge, stage
 
 if TYPE_CHECKING:
     from .speakers.faces import FaceTracker
@@ -399,7 +399,8 @@ def curate_source(
             return _curate_once(source, cfg, staging_dir, sandbox, spec, inputs_dir, span)
         except SourceFailure as failure:
             if failure.kind != "storage":
-                return SourceResult(source=source, error=str(failure), error_type=failure.kind, span=span)
+                return SourceResult(source=source, error=str(failure), error_type=failure.kind, span=span,
+                                    times=failure.times)  # fmt: skip
             wait_s = next(waits, None)
             if wait_s is None:
                 raise StorageError(
@@ -422,19 +423,28 @@ def _curate_once(
     child_source = dataclasses.replace(source, uri=os.path.abspath(source.uri)) if _is_path(source.uri) else source
     staging = os.path.abspath(staging_dir) if _is_path(staging_dir) else staging_dir
     remote = not is_local(source.uri) or not is_local(staging_dir)
+    times: Times = {}  # of both calls, a failed one's included (a killed child's are lost with it)
     try:
         # Headers first, under their own short deadline: a file that blocks on open fails fast.
-        probe = sandbox.call(probe_source, child_source.uri, deadline=Deadline(cfg.decode.probe_timeout_s, settings="decode.probe_timeout_s"), what="probing", storage=remote)
-        probe_times = sandbox.last_times
+        try:
+            probe = sandbox.call(probe_source, child_source.uri, deadline=Deadline(cfg.decode.probe_timeout_s, settings="decode.probe_timeout_s"), what="probing", storage=remote)
+        finally:
+            add_times(times, sandbox.last_times)
         if span is None and len(spans := plan_spans(probe_info(probe), cfg)) > 1:
             return Split(spans)
-        data = sandbox.call(
-            process_source, child_source, cfg, staging, scratch, spec, inputs_dir, span,
-            deadline=decode_deadline(cfg.decode), storage=remote,
-        )
+        try:
+            data = sandbox.call(
+                process_source, child_source, cfg, staging, scratch, spec, inputs_dir, span,
+                deadline=decode_deadline(cfg.decode), storage=remote,
+            )
+        finally:
+            add_times(times, sandbox.last_times)
         result = source_result(data, source)
-        result.times = add_times(add_times({}, probe_times), sandbox.last_times)
+        result.times = times
         return result
+    except SourceFailure as failure:
+        failure.times = times
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

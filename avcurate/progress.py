@@ -87,6 +87,8 @@ class RunProgress:
         is known from the first finished source on."""
         with self._lock:
             self._listed += n
+            if self.counts.sources is not None:  # a source excluded while listing went on came first
+                self.counts.sources = self._listed
         if self._progress is not None:
             self._update()
 

@@ -9,6 +9,7 @@ schemas/run.v1.json.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any, Sequence
 
@@ -29,10 +30,10 @@ def run_record(
     return {
         "schema_version": SCHEMA_VERSION,
         "avcurate_version": __version__,
-        "command": " ".join(command),
+        "command": " ".join(redacted(command)),
         "runner": runner,
         "workers": workers,
-        "inputs": list(inputs),
+        "inputs": [_USER_INFO.sub("***@", uri) for uri in inputs],
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_s": round(wall_s, 3),
         "resumed": resumed,
@@ -42,6 +43,33 @@ def run_record(
         "counters": {name: value for name, value in sorted(counters.items()) if not is_time_counter(name)},
         "stages": stages_from_counters(counters),
     }
+
+
+# Option names whose values are secrets (--s3_secret_access_key, --hf-token, ...): the record is written into the
+# output, which is shared, so their values never are.
+_SECRET_OPTION = re.compile(r"^--?[\w.-]*(key|secret|token|password|passwd|credential)[\w.-]*$", re.I)
+_USER_INFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redacted(command: Sequence[str]) -> list[str]:
+    """`command` with secret option values and the user info of URLs (user:password@) replaced by ***."""
+    out: list[str] = []
+    hide_next = False
+    for arg in command:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        name, eq, _ = arg.partition("=")
+        if _SECRET_OPTION.match(name):
+            if eq:
+                out.append(f"{name}=***")
+            else:
+                out.append(arg)
+                hide_next = True
+            continue
+        out.append(_USER_INFO.sub("***@", arg))
+    return out
 
 
 def write_run_record(output_dir: str, record: dict[str, Any]) -> None:

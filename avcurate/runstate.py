@@ -26,6 +26,9 @@ _BASE = "_base"
 # A finished run's files; the record and the report (avcurate.report) are written last, from the rest.
 FINAL = ("index.parquet", "ledger.parquet", "shards", "embeddings", "run.json", "report.html", "report_files")
 _FOLDERS = ("shards", "embeddings", "report_files", STAGING)
+# Written from the rest at the end of every run, so removed when one starts: a run adding to or taking sources out
+# of a finished output (a takedown) must not leave the old page, or previews of clips it removed, behind.
+_DESCRIPTIONS = ("run.json", "report.html", "report_files")
 
 
 class OutputError(Exception):
@@ -90,6 +93,7 @@ def prepare_output(
             if is_local(out):
                 os.makedirs(f"{out}/shards", exist_ok=True)
             base = _base(out, unfinished.base_shards) if incremental else None
+            _delete(out, _DESCRIPTIONS)
             return Prepared(resumed=True, base=base)
         if finished and not incremental:
             raise OutputError(
@@ -104,6 +108,7 @@ def prepare_output(
             os.makedirs(f"{out}/shards", exist_ok=True)
         record = RunRecord(config_hash, tuple(inputs), incremental, base_shards, blocklists)
         write_bytes(record_path, json.dumps(asdict(record)).encode())  # also proves --output is writable
+        _delete(out, _DESCRIPTIONS)
         return Prepared(resumed=False, base=_base(out, base_shards) if base_shards is not None else None)
     except (OSError, StorageError) as e:
         raise StorageError(f"cannot write to --output {out} ({e}); pick a folder you can write to") from e

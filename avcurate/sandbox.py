@@ -70,6 +70,7 @@ class SourceFailure(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+        self.times: timings.Times = {}  # what the source's calls spent before it failed, by stage
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def _isolate_network() -> bool:
 
 def _serve(memory_limit_mb: int, isolate_network: bool) -> None:
     """The child's loop: receive (fn, args, cpu_s), send {"ok": {"value": result, "times": seconds by stage}}
-    or {"error": [kind, message]}."""
+    or {"error": [kind, message, seconds by stage]}."""
     global _channel
     network_isolated = isolate_network and _isolate_network()
     limit = memory_limit_mb * 1024 * 1024
@@ -241,7 +242,7 @@ def _serve(memory_limit_mb: int, isolate_network: bool) -> None:
             result = fn(*args)
             reply = _encode({"ok": {"value": result, "times": timings.call_totals()}})
         except Exception as e:
-            reply = _encode({"error": _failure(e, memory_limit_mb, own_file_limit)})
+            reply = _encode({"error": [*_failure(e, memory_limit_mb, own_file_limit), timings.call_totals()]})
         _channel.write(reply)
         _channel.flush()
 
@@ -331,6 +332,7 @@ class Sandbox:
             deadline = Deadline(cap_s=deadline)
         if cpu_s is None:
             cpu_s = deadline.cap_s * (os.cpu_count() or 1)
+        self.last_times = {}  # a call whose child dies reports none
         self._start(storage)
         assert self._process is not None and self._process.stdin and self._process.stdout
         out = self._process.stdout.fileno()
@@ -364,7 +366,7 @@ class Sandbox:
                 self.last_times = message["ok"]["times"]
                 return message["ok"]["value"]
             elif "error" in message:
-                kind, text = message["error"]
+                kind, text, self.last_times = message["error"]
                 raise SourceFailure(str(kind), str(text))
             else:
                 raise self._died(what, cpu_s)

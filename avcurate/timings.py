@@ -8,8 +8,9 @@ sums with the output.
 
 CPU is the process's CPU time while the stage ran, its threads included (libav's decoding threads, the
 encoder's, PyTorch's): a decoder process runs one source at a time, so that is the stage's own. In a Beam
-worker several stages may overlap; their CPU is then shared. Wall seconds are summed over workers, so their
-total exceeds the run's wall clock when workers run side by side.
+worker running several bundles at once (Dataflow, a Dask worker with threads), stages timed there overlap and
+each counts the whole process's CPU meanwhile, so their sum can exceed what was used. Wall seconds are summed
+over workers, so their total exceeds the run's wall clock when workers run side by side.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ ORDER = (
     "list", "exclude", "probe", "decode", "cut", "encode", "score", "speakers", "model_inputs", "filter", "stage",
     OTHER, "model", "dedup", "write",
 )  # fmt: skip
-_CPU, _WALL = "stage_cpu_ms:", "stage_wall_ms:"
+_CPU, _WALL = "stage_cpu_us:", "stage_wall_us:"
 
 Times = dict[str, list[float]]  # stage -> [cpu_s, wall_s]
 T = TypeVar("T")
@@ -95,12 +96,13 @@ def add(into: Times, more: Times) -> Times:
 
 
 def count_times(namespace: str, times: Times) -> None:
-    """Stage seconds as Beam counters (milliseconds: counters are integers), so every runner sums them."""
+    """Stage seconds as Beam counters (microseconds: counters are integers, and a per-clip stage takes less
+    than a millisecond), so every runner sums them."""
     from apache_beam.metrics import Metrics  # here: decoder processes import this module, never Beam
 
     for name, (cpu, wall) in times.items():
-        Metrics.counter(namespace, _CPU + name).inc(round(cpu * 1000))
-        Metrics.counter(namespace, _WALL + name).inc(round(wall * 1000))
+        Metrics.counter(namespace, _CPU + name).inc(round(cpu * 1e6))
+        Metrics.counter(namespace, _WALL + name).inc(round(wall * 1e6))
 
 
 @contextmanager
@@ -136,7 +138,7 @@ def stages_from_counters(counters: dict[str, int]) -> list[dict[str, float | str
     names = {key[len(_CPU) :] for key in counters if key.startswith(_CPU)}
     names |= {key[len(_WALL) :] for key in counters if key.startswith(_WALL)}
     return [
-        {"stage": name, "cpu_s": counters.get(_CPU + name, 0) / 1000, "wall_s": counters.get(_WALL + name, 0) / 1000}
+        {"stage": name, "cpu_s": counters.get(_CPU + name, 0) / 1e6, "wall_s": counters.get(_WALL + name, 0) / 1e6}
         for name in sorted(names, key=_flow_rank)
     ]
 

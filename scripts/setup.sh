@@ -48,11 +48,16 @@ fi
 
 # --prism (the tests' setup): also Debian's headless Chromium and its driver, which open the run report in a real
 # browser (tests/test_report.py, scripts/screenshot_report.py).
-if [ "${1:-}" = "--prism" ] && ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+# The paths are avcurate/report/browser.py's. A failed install only warns: it costs that one test, not the rest.
+if [ "${1:-}" = "--prism" ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing chromium and chromium-driver with apt-get (the report's browser test)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; then
+      echo "setup: could not install chromium and chromium-driver (Debian's names; on Ubuntu install Chromium and" >&2
+      echo "       its chromedriver so that /usr/bin/chromium and /usr/bin/chromedriver exist); the report's browser" >&2
+      echo "       test will fail until then." >&2
+    fi
   else
     echo "setup: chromium and chromedriver are missing, so the report's browser test will fail. Install them first," >&2
     echo "       e.g. 'sudo apt-get install chromium chromium-driver', then run this command again." >&2

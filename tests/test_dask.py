@@ -52,7 +52,7 @@ def test_a_dask_cluster_writes_the_local_runners_bytes(
     local = demo_run[1]["counters"]
     assert counts(summary["counters"]) == counts(local)
     for stage in ("probe", "decode", "encode", "write:shards"):
-        assert summary["counters"][f"stage_cpu_ms:{stage}"] > 0, stage
+        assert summary["counters"][f"stage_cpu_us:{stage}"] > 0, stage
 
 
 FIRED = Path("/tmp") / f"avcurate-dask-faults-{os.getpid()}"
