@@ -101,6 +101,9 @@ def test_shards_and_index_land_in_the_bucket_and_agree(remote_run, endpoint: str
     written = ["curated/index.parquet", "curated/ledger.parquet", "curated/run.json", "curated/report.html", *previews,
                *shards]  # fmt: skip
     assert names == sorted(written)  # no staging, no temp
+    record = json.loads(read_object(endpoint, "curated/run.json"))  # shared with the data: never the keys
+    assert "--s3_secret_access_key=***" in record["command"] and "=testing" not in record["command"]
+    assert b"testing" not in read_object(endpoint, "curated/report.html")
     index_table = pq.read_table(io.BytesIO(read_object(endpoint, "curated/index.parquet")))
     validate_index(index_table)
     index = index_table.to_pandas()
