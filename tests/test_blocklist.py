@@ -29,7 +29,7 @@ from avcurate.model import AUDIO, EXCLUDED, KEPT, VISUAL, Clip, source_id_for
 from avcurate.sample import SampleSet
 from avcurate.schemas import validate_index, validate_ledger
 from avcurate.summary import format_summary, summarize
-from avcurate.writers.shards import ShardPlan, remove_samples, write_shard
+from avcurate.writers.shards import ShardInfo, ShardPlan, remove_samples, write_shard
 from runs import DEMO_CONFIG, assert_same_outputs, digests, run_cli
 
 
@@ -286,7 +286,7 @@ def test_a_takedown_removes_a_curated_source_from_the_output(
 def test_a_takedown_killed_midway_is_finished_by_the_same_command(
     sample_set: SampleSet, demo_run: tuple[Path, dict], takedown: tuple[Path, list[str], Path], tmp_path: Path
 ) -> None:
-    expected, _, takedowns = takedown
+    expected, taken, takedowns = takedown
     output = tmp_path / "out"
     shutil.copytree(demo_run[0], output)
     again = command(sample_set.folder, output, "--incremental", "--blocklist", str(takedowns))
@@ -294,6 +294,12 @@ def test_a_takedown_killed_midway_is_finished_by_the_same_command(
     killed = subprocess.run(again, env=env, start_new_session=True, capture_output=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL
     assert [p.name for p in (output / "shards").iterdir() if ".tmp-" in p.name]  # half a shard, under a temporary name
+    # Its arrays went first: cut already, as they end up (row i = sample i once the tar is rewritten too).
+    index = pd.read_parquet(demo_run[0] / "index.parquet")
+    (shard,) = set(index[index["source_id"].isin(taken)]["shard"])
+    arrays = sorted((output / "embeddings").glob(f"*/{shard.removesuffix('.tar')}.npy"))
+    assert arrays and all(np.array_equal(np.load(a), np.load(expected / a.relative_to(output)), equal_nan=True)
+                          for a in arrays)  # fmt: skip
 
     other = tmp_path / "takedowns.txt"
     other.write_text(takedowns.read_text(encoding="utf-8").splitlines()[1] + "\n", encoding="utf-8")
@@ -369,19 +375,46 @@ def test_a_shard_rewritten_without_samples_equals_one_written_without_them(tmp_p
     write(tmp_path / "out", clips)
     out = tmp_path / "out"
     array = out / "embeddings" / AUDIO / "clips-000000.npy"
-    info = remove_samples("clips-000000.tar", taken, str(out / "shards"), str(out / "embeddings"))
-    assert info is not None and info.n_clips == len(remaining)
-    assert digests(out) == digests(tmp_path / "fresh")
+    original = [c.key for c in clips]  # the shard's kept rows in the base's index
 
-    # Killed after the tar, before the arrays: doing it again cuts the arrays and leaves the tar.
-    write(tmp_path / "half", clips)
-    half = tmp_path / "half"
-    shutil.copy(out / "shards" / "clips-000000.tar", half / "shards" / "clips-000000.tar")
-    assert remove_samples("clips-000000.tar", taken, str(half / "shards"), str(half / "embeddings")) is None
-    assert digests(half) == digests(out)
-    assert remove_samples("clips-000000.tar", taken, str(out / "shards"), str(out / "embeddings")) is None
+    def take_down(folder: Path, held: list[str], removed: set[str]) -> ShardInfo | None:
+        return remove_samples("clips-000000.tar", held, removed, str(folder / "shards"), str(folder / "embeddings"))
+
+    info = take_down(out, original, taken)
+    assert info is not None and info.n_clips == len(remaining) and len(info.embedding_files) == 2
+    assert digests(out) == digests(tmp_path / "fresh")
+    assert take_down(out, original, taken) is None and digests(out) == digests(tmp_path / "fresh")  # done already
     assert np.load(array).shape == (len(remaining), 4) and np.isnan(np.load(array)).any()
 
+    # Killed after the arrays, before the tar (arrays go first): doing it again leaves the arrays, rewrites the tar.
+    write(tmp_path / "half", clips)
+    half = tmp_path / "half"
+    shutil.copytree(out / "embeddings", half / "embeddings", dirs_exist_ok=True)
+    assert {m.split(".")[0] for m in members(half / "shards" / "clips-000000.tar")} == set(original)  # every sample
+    assert take_down(half, original, taken) is not None
+    assert digests(half) == digests(out)
+
+    # A state the order rules out (the tar rewritten, the arrays not: a run of an earlier version) also finishes:
+    # the rows are told by the original keys, not by the tar.
+    write(tmp_path / "old", clips)
+    old = tmp_path / "old"
+    shutil.copy(out / "shards" / "clips-000000.tar", old / "shards" / "clips-000000.tar")
+    assert take_down(old, original, taken) is None
+    assert digests(old) == digests(out)
+
+    # Arrays or a tar that do not hold what the index says are left as they were, not cut out of line.
+    write(tmp_path / "wrong", clips)
+    wrong = tmp_path / "wrong"
+    before = digests(wrong)
+    with pytest.raises(ValueError, match="do not match"):  # a row per original sample: 6 rows, not 7
+        take_down(wrong, [*original, "zzz"], taken)
+    assert digests(wrong) == before
+    shutil.copytree(out / "embeddings", wrong / "embeddings", dirs_exist_ok=True)  # arrays cut: 4 rows, as said
+    before = digests(wrong)
+    with pytest.raises(ValueError, match="other samples than the index says"):
+        take_down(wrong, ["zzz", *(key for key in original if key != remaining[0].key)], taken)
+    assert digests(wrong) == before
+
     # Every sample taken down: an empty tar keeps the shard's name (numbers stay contiguous), arrays keep no row.
-    assert remove_samples("clips-000000.tar", {c.key for c in remaining}, str(out / "shards"), str(out / "embeddings"))
+    assert take_down(out, [c.key for c in remaining], {c.key for c in remaining})
     assert members(out / "shards" / "clips-000000.tar") == [] and np.load(array).shape == (0, 4)
