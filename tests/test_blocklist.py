@@ -286,7 +286,7 @@ def test_a_takedown_removes_a_curated_source_from_the_output(
 def test_a_takedown_killed_midway_is_finished_by_the_same_command(
     sample_set: SampleSet, demo_run: tuple[Path, dict], takedown: tuple[Path, list[str], Path], tmp_path: Path
 ) -> None:
-    expected, taken, takedowns = takedown
+    expected, _, takedowns = takedown  # the demo has no embedding arrays: the unit test below kills between them
     output = tmp_path / "out"
     shutil.copytree(demo_run[0], output)
     again = command(sample_set.folder, output, "--incremental", "--blocklist", str(takedowns))
@@ -294,12 +294,6 @@ def test_a_takedown_killed_midway_is_finished_by_the_same_command(
     killed = subprocess.run(again, env=env, start_new_session=True, capture_output=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL
     assert [p.name for p in (output / "shards").iterdir() if ".tmp-" in p.name]  # half a shard, under a temporary name
-    # Its arrays went first: cut already, as they end up (row i = sample i once the tar is rewritten too).
-    index = pd.read_parquet(demo_run[0] / "index.parquet")
-    (shard,) = set(index[index["source_id"].isin(taken)]["shard"])
-    arrays = sorted((output / "embeddings").glob(f"*/{shard.removesuffix('.tar')}.npy"))
-    assert arrays and all(np.array_equal(np.load(a), np.load(expected / a.relative_to(output)), equal_nan=True)
-                          for a in arrays)  # fmt: skip
 
     other = tmp_path / "takedowns.txt"
     other.write_text(takedowns.read_text(encoding="utf-8").splitlines()[1] + "\n", encoding="utf-8")
