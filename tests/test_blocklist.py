@@ -76,7 +76,11 @@ def test_entries_are_told_apart_and_bad_ones_refused() -> None:
     assert parse_entry(f"  sha256:{digest} ") == (SHA256, digest.lower())
     assert parse_entry("0123456789ABCDEF") == (SOURCE_ID, "0123456789abcdef")
     assert parse_entry("gs://bucket/a b #2.mp4") == (URI, "gs://bucket/a b #2.mp4")  # '#' inside a name stays
+    name = 'Café 東京 #2 "final" it\'s.v1.2.mp4'  # the sample set's
+    assert parse_entry(f"raw/{name}") == (URI, f"raw/{name}") and parse_entry("a#b.mp4") == (URI, "a#b.mp4")
     for bad, hint in [("sha256:abc", "64 hex digits"), ("0123456789abcdef  # ticket 42", "one entry per line"),
+                      ("gs://b/a.mp4  # ticket 42", "one entry per line"), ("gs://b/a.mp4\t#", "one entry per line"),
+                      ("raw/a.mp4 # opted out", "source id or sha256"),
                       (f"sha256:{digest} ticket", "one entry per line"), ("md5:0123", "no entry kind")]:  # fmt: skip
         with pytest.raises(BlockListError, match=hint):
             parse_entry(bad)
@@ -97,6 +101,21 @@ def test_lists_are_read_once_each_and_named_after_their_file(tmp_path: Path, mon
         load([BlockListConfig("takedowns", entries=("x.mp4",))], ["takedowns.txt"])
     with pytest.raises(ConfigError, match=r"block list 'gone' \(gone.txt\): no such file"):
         load([], ["gone.txt"])
+
+
+def test_relative_entries_start_from_their_list_files_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list file's relative entries, as a manifest's, from its folder; the config's from the current folder."""
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "lists" / "takedowns.txt").write_text("../raw/a.mp4\nb.mp4\n/abs/c.mp4\ngs://b/d.mp4\n",
+                                                      encoding="utf-8")  # fmt: skip
+    monkeypatch.chdir(tmp_path / "work")
+    loaded = load([BlockListConfig("inline", entries=("raw/e.mp4",))], ["../lists/takedowns.txt"])
+    assert loaded.match(str(tmp_path / "raw" / "a.mp4"), "f" * 16) == Match("takedowns", URI)
+    assert loaded.match(str(tmp_path / "lists" / "b.mp4"), "f" * 16) == Match("takedowns", URI)
+    assert loaded.match("/abs/c.mp4", "f" * 16) and loaded.match("gs://b/d.mp4", "f" * 16)
+    assert loaded.match(str(tmp_path / "work" / "b.mp4"), "f" * 16) is None  # not from the current folder
+    assert loaded.match(str(tmp_path / "work" / "raw" / "e.mp4"), "f" * 16) == Match("inline", URI)
 
 
 def test_block_lists_stay_out_of_the_config_hash() -> None:
@@ -167,7 +186,7 @@ def blocked_run(sample_set: SampleSet, tmp_path_factory: pytest.TempPathFactory)
     listed = f"\nblocklists:\n  - {{name: takedowns, entries: {json.dumps(entries)}}}\n"
     config.write_text(DEMO_CONFIG.read_text() + listed, encoding="utf-8")
     optouts = folder / "optouts.txt"
-    optouts.write_text(f"# opt-outs, one a line\n\n{os.path.relpath(street)}\n", encoding="utf-8")
+    optouts.write_text(f"# opt-outs, one a line\n\n{os.path.relpath(street, folder)}\n", encoding="utf-8")  # from its folder
     output = folder / "out"
     done = run_cli("run", "--config", str(config), "--input", str(sample_set.folder), "--output", str(output),
                    "--workers", "2", "--json", "--blocklist", str(optouts))  # fmt: skip
