@@ -2,8 +2,10 @@
 
 A list names sources three ways, one entry per line of its file (or inline in the config):
 
-- a URI, as the source is listed (a local path also matches in absolute form: relative entries are made
-  absolute where the list is loaded);
+- a URI, as the source is listed (a local path also matches in absolute form: a relative entry of a list file
+  is taken from that file's folder, as a manifest's are, one inline in the config from the current folder;
+  a name may hold '#' ("Talk #2.mp4"), but whitespace, '#', then whitespace or the line's end is taken for a
+  comment after the entry and refused (it would name no file): list such a file by source id or sha256);
 - a source id, as `avcurate.model.source_id_for` gives it (16 hex digits; the ledger's `source_id`);
 - `sha256:<64 hex digits>`, the SHA-256 of the file's bytes (`sha256sum FILE`): it catches a copy under
   another name. Only when some list has such entries is every listed source read, once, to hash it.
@@ -27,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .config import BlockListConfig, ConfigError
-from .fsutil import read_bytes
+from .fsutil import filesystems, is_local, read_bytes
 
 URI = "uri"
 SOURCE_ID = "source id"
@@ -39,6 +41,8 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # "md5:...", "C:...": a prefix that is no entry kind we know
 _ENTRY_HELP = "an entry is a URI, a source id (16 hex digits) or sha256: then the 64 hex digits of the file's SHA-256"
 _ONE_PER_LINE = "one entry per line, and comments on lines of their own, starting with #"
+# "gs://b/a.mp4  # ticket 42" would name no file; '#' with no space after it ("Talk #2.mp4") stays a name's
+_TRAILING_COMMENT = re.compile(r"\s#(\s|$)")
 
 
 class BlockListError(ValueError):
@@ -116,6 +120,9 @@ def parse_entry(text: str) -> tuple[str, str]:
     first = entry.split()[0]
     if first != entry and _SOURCE_ID.fullmatch(first):  # "0123456789abcdef  # ticket 42" is no file name
         raise BlockListError(f"{entry!r}: {_ONE_PER_LINE}")
+    if _TRAILING_COMMENT.search(entry):
+        raise BlockListError(f"{entry!r}: {_ONE_PER_LINE} (a file whose name has ' # ' in it can be listed by its "
+                             "source id or sha256)")  # fmt: skip
     scheme = _SCHEME.match(entry)
     if scheme and not entry[scheme.end() :].startswith("//"):
         raise BlockListError(f"{entry!r} starts with {scheme.group()!r}, which is no entry kind: {_ENTRY_HELP} (a URI "
@@ -158,7 +165,8 @@ def _entries(blocklist: BlockListConfig) -> Iterable[tuple[str, str]]:
     except OSError as e:
         raise ConfigError(f"{where}): cannot read it ({e}); check the path") from None
     if data is None:
-        raise ConfigError(f"{where}): no such file; check the path (relative paths start from the current folder)")
+        raise ConfigError(f"{where}): no such file; check the path (a list file's own path starts from the current "
+                          "folder)")  # fmt: skip
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -167,9 +175,22 @@ def _entries(blocklist: BlockListConfig) -> Iterable[tuple[str, str]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            yield parse_entry(line)
+            kind, value = parse_entry(line)
         except BlockListError as e:
             raise ConfigError(f"{where}, line {number}): {e}") from None
+        yield kind, _from_folder_of(blocklist.file, value) if kind == URI else value
+
+
+def _from_folder_of(list_file: str, entry: str) -> str:
+    """A list file's URI entry as a source is listed: a relative local path is taken from the list file's folder
+    (as a manifest's relative entries are from the manifest's); any other entry stays as written."""
+    if "://" in entry or entry.startswith(("file:", "~")) or os.path.isabs(entry):
+        return entry
+    if is_local(list_file):
+        folder = os.path.dirname(os.path.abspath(os.path.expanduser(list_file.removeprefix("file://"))))
+        return os.path.normpath(os.path.join(folder, entry))
+    fs = filesystems()
+    return fs.join(fs.split(list_file)[0], entry)
 
 
 def _name_of(path: str) -> str:

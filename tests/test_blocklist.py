@@ -29,7 +29,7 @@ from avcurate.model import AUDIO, EXCLUDED, KEPT, VISUAL, Clip, source_id_for
 from avcurate.sample import SampleSet
 from avcurate.schemas import validate_index, validate_ledger
 from avcurate.summary import format_summary, summarize
-from avcurate.writers.shards import ShardPlan, remove_samples, write_shard
+from avcurate.writers.shards import ShardInfo, ShardPlan, remove_samples, write_shard
 from runs import DEMO_CONFIG, assert_same_outputs, digests, run_cli
 
 
@@ -76,7 +76,11 @@ def test_entries_are_told_apart_and_bad_ones_refused() -> None:
     assert parse_entry(f"  sha256:{digest} ") == (SHA256, digest.lower())
     assert parse_entry("0123456789ABCDEF") == (SOURCE_ID, "0123456789abcdef")
     assert parse_entry("gs://bucket/a b #2.mp4") == (URI, "gs://bucket/a b #2.mp4")  # '#' inside a name stays
+    name = 'Café 東京 #2 "final" it\'s.v1.2.mp4'  # the sample set's
+    assert parse_entry(f"raw/{name}") == (URI, f"raw/{name}") and parse_entry("a#b.mp4") == (URI, "a#b.mp4")
     for bad, hint in [("sha256:abc", "64 hex digits"), ("0123456789abcdef  # ticket 42", "one entry per line"),
+                      ("gs://b/a.mp4  # ticket 42", "one entry per line"), ("gs://b/a.mp4\t#", "one entry per line"),
+                      ("raw/a.mp4 # opted out", "source id or sha256"),
                       (f"sha256:{digest} ticket", "one entry per line"), ("md5:0123", "no entry kind")]:  # fmt: skip
         with pytest.raises(BlockListError, match=hint):
             parse_entry(bad)
@@ -97,6 +101,21 @@ def test_lists_are_read_once_each_and_named_after_their_file(tmp_path: Path, mon
         load([BlockListConfig("takedowns", entries=("x.mp4",))], ["takedowns.txt"])
     with pytest.raises(ConfigError, match=r"block list 'gone' \(gone.txt\): no such file"):
         load([], ["gone.txt"])
+
+
+def test_relative_entries_start_from_their_list_files_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list file's relative entries, as a manifest's, from its folder; the config's from the current folder."""
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "lists" / "takedowns.txt").write_text("../raw/a.mp4\nb.mp4\n/abs/c.mp4\ngs://b/d.mp4\n",
+                                                      encoding="utf-8")  # fmt: skip
+    monkeypatch.chdir(tmp_path / "work")
+    loaded = load([BlockListConfig("inline", entries=("raw/e.mp4",))], ["../lists/takedowns.txt"])
+    assert loaded.match(str(tmp_path / "raw" / "a.mp4"), "f" * 16) == Match("takedowns", URI)
+    assert loaded.match(str(tmp_path / "lists" / "b.mp4"), "f" * 16) == Match("takedowns", URI)
+    assert loaded.match("/abs/c.mp4", "f" * 16) and loaded.match("gs://b/d.mp4", "f" * 16)
+    assert loaded.match(str(tmp_path / "work" / "b.mp4"), "f" * 16) is None  # not from the current folder
+    assert loaded.match(str(tmp_path / "work" / "raw" / "e.mp4"), "f" * 16) == Match("inline", URI)
 
 
 def test_block_lists_stay_out_of_the_config_hash() -> None:
@@ -167,7 +186,7 @@ def blocked_run(sample_set: SampleSet, tmp_path_factory: pytest.TempPathFactory)
     listed = f"\nblocklists:\n  - {{name: takedowns, entries: {json.dumps(entries)}}}\n"
     config.write_text(DEMO_CONFIG.read_text() + listed, encoding="utf-8")
     optouts = folder / "optouts.txt"
-    optouts.write_text(f"# opt-outs, one a line\n\n{os.path.relpath(street)}\n", encoding="utf-8")
+    optouts.write_text(f"# opt-outs, one a line\n\n{os.path.relpath(street, folder)}\n", encoding="utf-8")  # from its folder
     output = folder / "out"
     done = run_cli("run", "--config", str(config), "--input", str(sample_set.folder), "--output", str(output),
                    "--workers", "2", "--json", "--blocklist", str(optouts))  # fmt: skip
@@ -286,7 +305,7 @@ def test_a_takedown_removes_a_curated_source_from_the_output(
 def test_a_takedown_killed_midway_is_finished_by_the_same_command(
     sample_set: SampleSet, demo_run: tuple[Path, dict], takedown: tuple[Path, list[str], Path], tmp_path: Path
 ) -> None:
-    expected, _, takedowns = takedown
+    expected, _, takedowns = takedown  # the demo has no embedding arrays: the unit test below kills between them
     output = tmp_path / "out"
     shutil.copytree(demo_run[0], output)
     again = command(sample_set.folder, output, "--incremental", "--blocklist", str(takedowns))
@@ -369,19 +388,46 @@ def test_a_shard_rewritten_without_samples_equals_one_written_without_them(tmp_p
     write(tmp_path / "out", clips)
     out = tmp_path / "out"
     array = out / "embeddings" / AUDIO / "clips-000000.npy"
-    info = remove_samples("clips-000000.tar", taken, str(out / "shards"), str(out / "embeddings"))
-    assert info is not None and info.n_clips == len(remaining)
-    assert digests(out) == digests(tmp_path / "fresh")
+    original = [c.key for c in clips]  # the shard's kept rows in the base's index
 
-    # Killed after the tar, before the arrays: doing it again cuts the arrays and leaves the tar.
-    write(tmp_path / "half", clips)
-    half = tmp_path / "half"
-    shutil.copy(out / "shards" / "clips-000000.tar", half / "shards" / "clips-000000.tar")
-    assert remove_samples("clips-000000.tar", taken, str(half / "shards"), str(half / "embeddings")) is None
-    assert digests(half) == digests(out)
-    assert remove_samples("clips-000000.tar", taken, str(out / "shards"), str(out / "embeddings")) is None
+    def take_down(folder: Path, held: list[str], removed: set[str]) -> ShardInfo | None:
+        return remove_samples("clips-000000.tar", held, removed, str(folder / "shards"), str(folder / "embeddings"))
+
+    info = take_down(out, original, taken)
+    assert info is not None and info.n_clips == len(remaining) and len(info.embedding_files) == 2
+    assert digests(out) == digests(tmp_path / "fresh")
+    assert take_down(out, original, taken) is None and digests(out) == digests(tmp_path / "fresh")  # done already
     assert np.load(array).shape == (len(remaining), 4) and np.isnan(np.load(array)).any()
 
+    # Killed after the arrays, before the tar (arrays go first): doing it again leaves the arrays, rewrites the tar.
+    write(tmp_path / "half", clips)
+    half = tmp_path / "half"
+    shutil.copytree(out / "embeddings", half / "embeddings", dirs_exist_ok=True)
+    assert {m.split(".")[0] for m in members(half / "shards" / "clips-000000.tar")} == set(original)  # every sample
+    assert take_down(half, original, taken) is not None
+    assert digests(half) == digests(out)
+
+    # A state the order rules out (the tar rewritten, the arrays not: a run of an earlier version) also finishes:
+    # the rows are told by the original keys, not by the tar.
+    write(tmp_path / "old", clips)
+    old = tmp_path / "old"
+    shutil.copy(out / "shards" / "clips-000000.tar", old / "shards" / "clips-000000.tar")
+    assert take_down(old, original, taken) is None
+    assert digests(old) == digests(out)
+
+    # Arrays or a tar that do not hold what the index says are left as they were, not cut out of line.
+    write(tmp_path / "wrong", clips)
+    wrong = tmp_path / "wrong"
+    before = digests(wrong)
+    with pytest.raises(ValueError, match="do not match"):  # a row per original sample: 6 rows, not 7
+        take_down(wrong, [*original, "zzz"], taken)
+    assert digests(wrong) == before
+    shutil.copytree(out / "embeddings", wrong / "embeddings", dirs_exist_ok=True)  # arrays cut: 4 rows, as said
+    before = digests(wrong)
+    with pytest.raises(ValueError, match="other samples than the index says"):
+        take_down(wrong, ["zzz", *(key for key in original if key != remaining[0].key)], taken)
+    assert digests(wrong) == before
+
     # Every sample taken down: an empty tar keeps the shard's name (numbers stay contiguous), arrays keep no row.
-    assert remove_samples("clips-000000.tar", {c.key for c in remaining}, str(out / "shards"), str(out / "embeddings"))
+    assert take_down(out, [c.key for c in remaining], {c.key for c in remaining})
     assert members(out / "shards" / "clips-000000.tar") == [] and np.load(array).shape == (0, 4)

@@ -7,11 +7,13 @@ import dataclasses
 import queue
 import shutil
 import tempfile
-from collections import deque
+from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.options.pipeline_options import (
@@ -420,8 +422,8 @@ class WriteOutputs(beam.PTransform):
             written["taken_down"] = beam.pvalue.AsSingleton(
                 results.pipeline
                 | "BaseIndex" >> beam.Create([base.index])
-                | "TakenDownClips" >> beam.FlatMap(kept_clips_of, excluded)
-                | "ByBaseShard" >> beam.GroupByKey()
+                | "TakenDownShards" >> beam.FlatMap(_takedowns, excluded)
+                | "SpreadTakedowns" >> beam.Reshuffle()
                 | "RewriteBaseShard" >> beam.Map(_take_down, f"{out}/shards", f"{out}/embeddings")
                 | "AllRewritten" >> beam.combiners.ToList()
             )
@@ -502,9 +504,28 @@ def _base_ledger(base: Base | None, batches: list[Any]) -> list[Any]:
     return [without_sources(upgraded_ledger(read_table(base.ledger)), replaced)]
 
 
-def _take_down(shard_keys: tuple[str, Iterable[str]], shards_dir: str, embeddings_dir: str) -> ShardInfo | None:
-    name, keys = shard_keys
-    return remove_samples(name, keys, shards_dir, embeddings_dir)
+def _takedowns(index: str, excluded: set[str]) -> list[tuple[str, tuple[list[str], list[str]]]]:
+    """(shard, (every key it holds, the keys to take out)) of each base shard holding kept clips of `excluded`
+    sources, from the base's index: a shard's kept rows are its samples, and sorted by key, in its order."""
+    removed: dict[str, list[str]] = defaultdict(list)
+    for shard, key in kept_clips_of(index, excluded):
+        removed[shard].append(key)
+    if not removed:
+        return []
+    with FileSystems.open(index) as f:
+        table = pq.read_table(f, columns=["shard", "key"], filters=[("shard", "in", sorted(removed)),
+                                                                    ("status", "=", KEPT)])  # fmt: skip
+    held: dict[str, list[str]] = defaultdict(list)
+    for shard, key in zip(table.column("shard").to_pylist(), table.column("key").to_pylist()):
+        held[shard].append(key)
+    return [(shard, (sorted(held[shard]), sorted(removed[shard]))) for shard in sorted(removed)]
+
+
+def _take_down(
+    shard_keys: tuple[str, tuple[list[str], list[str]]], shards_dir: str, embeddings_dir: str
+) -> ShardInfo | None:
+    name, (held, removed) = shard_keys
+    return remove_samples(name, held, removed, shards_dir, embeddings_dir)
 
 
 def _write_shard(

@@ -267,31 +267,45 @@ def _write_shard_arrays(plan: ShardPlan, embeddings_dir: str) -> tuple[str, ...]
     return tuple(paths)
 
 
-def remove_samples(name: str, keys: Iterable[str], shards_dir: str, embeddings_dir: str) -> ShardInfo | None:
-    """Rewrite shard `name` without the samples `keys` (a takedown), under the same name, then its per-shard
-    embedding arrays without their rows; the rewritten shard's info, None if the tar held none of them.
+def remove_samples(
+    name: str, original: Iterable[str], removed: Iterable[str], shards_dir: str, embeddings_dir: str
+) -> ShardInfo | None:
+    """Take the samples `removed` out of shard `name` (a takedown): first its per-shard embedding arrays lose
+    their rows, then the tar is rewritten without them under the same name; the rewritten shard's info, None if
+    the tar held none of them any more.
 
-    Every other member is copied with the header `write_shard` gives it, so the result is byte-identical to
-    writing the remaining clips afresh (an array keeps a row per remaining sample, NaN where it had one). Each
-    file is replaced atomically, and doing it again changes nothing, so a run killed midway finishes by running
-    again: an array is cut only while it still has the tar's original number of rows.
+    `original` is every sample key the shard held before the takedown (its kept rows in the base's index, which
+    a resumed run still has): in the shard's key order, row i of an array is the i-th of them. The arrays go
+    first, as `write_shard` writes them before the tar: the tar is never rewritten while its arrays still hold
+    rows of samples it no longer has. A kill in between leaves cut arrays next to the old tar, in a run that is
+    not finished, so the same command resumes it. Every other member is copied with the header `write_shard`
+    gives it, so the result is byte-identical to writing the remaining clips afresh (an array keeps a row per
+    remaining sample, NaN where it had one). Each file is replaced atomically, and doing it again changes
+    nothing: an array is cut only while it has a row per original sample, the tar rewritten only while it holds
+    a removed sample.
     """
-    removed = set(keys)
-    remaining, info = _copy_tar_without(FileSystems.join(shards_dir, name), removed)
-    original = sorted(set(remaining) | removed)  # the samples before any attempt, in the shard's key order
-    keep = np.array([key not in removed for key in original], dtype=bool)
+    before = sorted(original)
+    removed_keys = set(removed)
+    if strays := removed_keys - set(before):
+        raise ValueError(f"shard {name} never held samples {sorted(strays)}, so cannot have them taken out")
+    keep = np.array([key not in removed_keys for key in before], dtype=bool)
     stem = name.removesuffix(".tar")
-    for meta in FileSystems.match([FileSystems.join(embeddings_dir, "*", f"{stem}.npy")])[0].metadata_list:
-        _cut_rows(meta.path, keep)
-    return info
+    found = FileSystems.match([FileSystems.join(embeddings_dir, "*", f"{stem}.npy")])[0].metadata_list
+    arrays = sorted(meta.path for meta in found)
+    for path in arrays:
+        _cut_rows(path, keep)
+    remaining = [key for key in before if key not in removed_keys]
+    info = _copy_tar_without(FileSystems.join(shards_dir, name), removed_keys, remaining)
+    return dataclasses.replace(info, embedding_files=tuple(arrays)) if info is not None else None
 
 
 class _NothingToRemove(Exception):
     """Raised inside `atomic_create` to drop the copy of a tar that an earlier attempt rewrote already."""
 
 
-def _copy_tar_without(path: str, removed: set[str]) -> tuple[list[str], ShardInfo | None]:
-    """The tar's remaining sample keys in order, and the info of its rewritten copy (None if nothing was left out)."""
+def _copy_tar_without(path: str, removed: set[str], expected: list[str]) -> ShardInfo | None:
+    """The info of the tar's copy without the samples `removed` (None if it held none of them), which must leave
+    the samples `expected`, in that order; ValueError, and the tar left as it was, if they differ."""
     remaining: list[str] = []
     left_out = False
     try:
@@ -310,12 +324,16 @@ def _copy_tar_without(path: str, removed: set[str]) -> tuple[list[str], ShardInf
                         remaining.append(key)
                     tar_out.addfile(_tarinfo(member.name, member.size), tar_in.extractfile(member))
                     fault_point("takedown")
+            if remaining != expected:
+                raise ValueError(f"{path} holds other samples than the index says ({len(remaining)} left once "
+                                 f"{len(removed)} are taken out, {len(expected)} expected): its arrays' rows would "
+                                 "not match them")  # fmt: skip
             if not left_out:
                 raise _NothingToRemove
     except _NothingToRemove:
-        return remaining, None
+        return None
     name = FileSystems.split(path)[1]
-    return remaining, ShardInfo(name, len(remaining), out.n_bytes, out.sha256)
+    return ShardInfo(name, len(remaining), out.n_bytes, out.sha256)
 
 
 def _cut_rows(path: str, keep: np.ndarray) -> None:
