@@ -233,7 +233,7 @@ def _unavailable_message(cfg: VisualModelConfig, err: BaseException, offline: bo
     head += f" could not be loaded{where}: {type(err).__name__}: {err}. "
     if name.startswith(LOCAL_DIR_PREFIX):
         return head + (
-            f"Pass models.visual.name: local-dir:/path/to/folder holding open_clip_config.json and the weights "
+            "Pass models.visual.name: local-dir:/path/to/folder holding open_clip_config.json and the weights "
             f"(open_clip_model.safetensors or open_clip_pytorch_model.bin)"
         )
     local_dir = "models.visual.name: local-dir:/path/to/folder with open_clip_config.json and the weights"
