@@ -234,7 +234,7 @@ def _unavailable_message(cfg: VisualModelConfig, err: BaseException, offline: bo
     if name.startswith(LOCAL_DIR_PREFIX):
         return head + (
             "Pass models.visual.name: local-dir:/path/to/folder holding open_clip_config.json and the weights "
-            f"(open_clip_model.safetensors or open_clip_pytorch_model.bin)"
+            "(open_clip_model.safetensors or open_clip_pytorch_model.bin)"
         )
     local_dir = "models.visual.name: local-dir:/path/to/folder with open_clip_config.json and the weights"
     if name.startswith(HF_HUB_PREFIX):
