@@ -15,12 +15,9 @@ from ..model import FAILED, KEPT, REJECTED
 from ..runrecord import read_run_record
 from ..runstate import unfinished
 from ..summary import summarize
+from . import NotAnOutput
 
 _STATUS_ORDER = (KEPT, REJECTED, FAILED)  # then any other status (such as "excluded"), by name
-
-
-class NotAnOutput(Exception):
-    """The folder holds no finished run to report on; the message says what is missing."""
 
 
 @dataclass(frozen=True)
