@@ -32,16 +32,17 @@ def write_report(output_dir: str, preview_timeout_s: float = PREVIEW_TIMEOUT_S) 
     from ..fsutil import delete_tree, write_bytes
     from ..sandbox import Sandbox
     from .examples import choose_examples, rejected_rows_by_rule
+    from . import provenance as meta
     from .gather import gather
+    from .indexfile import read_columns
     from .page import render_page
     from .previews import FILES, write_previews
-    from .provenance import provenance
-    from .scores import clip_scores, config_rules
+    from .scores import clip_scores, config_rules, wants_zero_shot
 
     data = gather(output_dir)
     out = data.output
     rules = config_rules(data.config)
-    examples = choose_examples(data.index)
+    examples = choose_examples(data.index, data.index_path)
     delete_tree(f"{out}/{FILES}")  # previews of clips no longer chosen must not linger
     chosen = [*examples.kept, *(e for picked in examples.rejected.values() for e in picked)]
     decode = (data.config or {}).get("decode") or {}
@@ -50,8 +51,14 @@ def write_report(output_dir: str, preview_timeout_s: float = PREVIEW_TIMEOUT_S) 
         previews = write_previews(out, chosen, sandbox, preview_timeout_s)
     finally:
         sandbox.close()
-    page = render_page(data, rules, clip_scores(data.index, rules), rejected_rows_by_rule(data.index), examples,
-                       previews, provenance(data.index))  # fmt: skip
+    # The columns with a value per source or per distinct value are read as dictionaries, each for its part alone.
+    zero_shot = None
+    if wants_zero_shot(data.config):
+        zero_shot = read_columns(data.index_path, ["zero_shot"], dictionary=["zero_shot"])
+    scores = clip_scores(data.index, rules, zero_shot["zero_shot"] if zero_shot and zero_shot.num_columns else None)
+    del zero_shot
+    provenance = meta.provenance(read_columns(data.index_path, meta.INDEX_COLUMNS, meta.DICTIONARY_COLUMNS))
+    page = render_page(data, rules, scores, rejected_rows_by_rule(data.index), examples, previews, provenance)
     path = f"{out}/{PAGE}"
     write_bytes(path, page.encode("utf-8"))
     return path
