@@ -146,6 +146,16 @@ def test_a_preview_of_a_source_that_hangs_is_stopped_and_noted(tmp_path: Path) -
     assert page.count("No preview: ") == 3 and 'data-score="sharpness"' in page  # the report went on
 
 
+def test_manifest_values_that_are_neither_text_nor_urls_to_matplotlib_get_a_report(tmp_path: Path) -> None:
+    # "$" starts mathtext in matplotlib ("A$_$B" cannot be parsed), and "http://[x" makes urlsplit raise.
+    meta = [{"license": "A$_$B", "origin_url": "http://[x"}, {"license": "$", "origin_url": "https://example.org/1"},
+            {"license": "CC0-1.0", "origin_url": None}]  # fmt: skip
+    _older_output(tmp_path, meta=meta)
+    page = Path(write_report(str(tmp_path))).read_text(encoding="utf-8")
+    assert 'data-column="license"' in page and "A$_$B" in page
+    assert 'data-column="origin_url"' in page and "http://[x" in page and "example.org" in page
+
+
 def test_a_run_where_every_input_failed_gets_a_report(tmp_path: Path) -> None:
     (tmp_path / "shards").mkdir()
     write_table(index_batch([]), str(tmp_path / "index.parquet"))

@@ -22,6 +22,7 @@ WALL_COLOUR = "#8c8c8c"
 THRESHOLD_COLOUR = "#c0392b"
 _STYLE = {
     "svg.fonttype": "none",  # text stays text, in the page's own fonts: smaller, and selectable
+    "text.parse_math": False,  # labels are data (a manifest's license "A$_$B"): never mathtext
     "font.size": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,
