@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -99,20 +100,20 @@ def test_the_report_opens_in_chromium_with_every_part_in_place(demo_run: tuple[P
         driver.quit()
 
 
-def _clip(status: str, index: int, reasons: list[str], meta: dict, sharpness: float) -> Clip:
+def _clip(status: str, index: int, reasons: list[str], meta: dict, sharpness: float, uri: str = "") -> Clip:
     return Clip(
-        source_id=f"{index:016x}", source_uri=f"/gone/{index}.mp4", clip_index=0, start_s=0.0, end_s=2.0, n_frames=50,
+        source_id=f"{index:016x}", source_uri=uri or f"/gone/{index}.mp4", clip_index=0, start_s=0.0, end_s=2.0, n_frames=50,
         fps=25.0, width=96, height=64, source_width=384, source_height=288, sample_rate=16000, channels=1,
         scores=ClipScores(sharpness=sharpness, silence_ratio=0.1), status=status, reasons=reasons, source_meta=meta,
         shard="clips-000000.tar" if status == KEPT else None,
     )  # fmt: skip
 
 
-def _older_output(folder: Path) -> None:
+def _older_output(folder: Path, meta: list[dict] | None = None, rejected_uri: str = "") -> None:
     """Kept and rejected clips of sources that are gone, from a manifest; a failed input; no run.json."""
-    meta = [{"license": "CC0-1.0", "origin_url": f"https://www.example.org/v/{i}"} for i in range(3)]
+    meta = meta or [{"license": "CC0-1.0", "origin_url": f"https://www.example.org/v/{i}"} for i in range(3)]
     clips = [_clip(KEPT, 0, [], meta[0], 80.0), _clip(KEPT, 1, [], meta[1], 60.0),
-             _clip(REJECTED, 2, ["sharpness: 5 < min 25"], meta[2], 5.0)]  # fmt: skip
+             _clip(REJECTED, 2, ["sharpness: 5 < min 25"], meta[2], 5.0, rejected_uri)]  # fmt: skip
     probe = ProbeInfo(format_name="mp4", duration_s=2.0, size_bytes=1, has_video=True, has_audio=True)
     results = [SourceResult(Source.from_uri(c.source_uri), probe=probe, clips=[c]) for c in clips]
     results.append(SourceResult(Source.from_uri("/gone/broken.mp4"), error="moov atom not found", error_type="probe"))
@@ -131,6 +132,28 @@ def test_an_older_output_with_its_sources_gone_still_gets_a_report(tmp_path: Pat
     assert 'data-column="origin_url"' in page and "example.org" in page and "www.example.org" not in page
     assert not (tmp_path / "report_files").exists() or not any((tmp_path / "report_files").iterdir())
     assert Path(write_report(str(tmp_path))).read_text(encoding="utf-8") == page  # nothing in it changes by itself
+
+
+def test_a_preview_of_a_source_that_hangs_is_stopped_and_noted(tmp_path: Path) -> None:
+    fifo = tmp_path / "hangs.mp4"
+    os.mkfifo(fifo)  # the rejected clip's source is now a pipe with no writer: opening it blocks forever
+    output = tmp_path / "out"
+    _older_output(output, rejected_uri=str(fifo))
+    started = time.monotonic()
+    page = Path(write_report(str(output), preview_timeout_s=2.0)).read_text(encoding="utf-8")
+    assert time.monotonic() - started < 30  # the sandbox's start, the 2 s deadline and the rest of the page
+    assert "No preview: could not be cut from its source again (timeout: previewing took longer than 2 s" in page
+    assert page.count("No preview: ") == 3 and 'data-score="sharpness"' in page  # the report went on
+
+
+def test_manifest_values_that_are_neither_text_nor_urls_to_matplotlib_get_a_report(tmp_path: Path) -> None:
+    # "$" starts mathtext in matplotlib ("A$_$B" cannot be parsed), and "http://[x" makes urlsplit raise.
+    meta = [{"license": "A$_$B", "origin_url": "http://[x"}, {"license": "$", "origin_url": "https://example.org/1"},
+            {"license": "CC0-1.0", "origin_url": None}]  # fmt: skip
+    _older_output(tmp_path, meta=meta)
+    page = Path(write_report(str(tmp_path))).read_text(encoding="utf-8")
+    assert 'data-column="license"' in page and "A$_$B" in page
+    assert 'data-column="origin_url"' in page and "http://[x" in page and "example.org" in page
 
 
 def test_a_run_where_every_input_failed_gets_a_report(tmp_path: Path) -> None:

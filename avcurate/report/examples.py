@@ -4,6 +4,8 @@ Deterministic and spread out, computed in Arrow and numpy (an index can have mil
 key order, and a key starts with its source id, a hash of the source's URI, so clips evenly spaced in that order
 come from sources spread at random. The first pass takes one clip per source (its first), so a handful of long
 sources cannot fill every slot; only if there are too few sources do more clips of the same ones follow.
+Choosing needs only each clip's source id, status and reasons; the chosen clips' other columns are then read
+for those rows alone.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .indexfile import read_rows
 
 from ..model import KEPT, REJECTED
 
@@ -49,15 +53,22 @@ class Examples:
     rejected: dict[str, list[Example]]  # rule name -> clips it rejected, rules by name
 
 
-def choose_examples(index: pa.Table) -> Examples:
-    table = index.select(_COLUMNS)
-    sources = pc.dictionary_encode(table["source_id"]).combine_chunks().indices.to_numpy()
-    kept = np.flatnonzero(pc.equal(table["status"], KEPT).to_numpy(zero_copy_only=False))
+def choose_examples(index: pa.Table, path: str | None = None) -> Examples:
+    """From an index with (at least) source_id, status and reasons; the chosen rows' other columns come from
+    `index` where it has them all, else from the index file at `path`."""
+    sources = pc.dictionary_encode(index["source_id"]).combine_chunks().indices.to_numpy()
+    kept = _pick(np.flatnonzero(pc.equal(index["status"], KEPT).to_numpy(zero_copy_only=False)), sources, KEPT_EXAMPLES)
     rejected = {
-        rule: _examples(table, _pick(rows, sources, REJECTED_PER_RULE))
-        for rule, rows in sorted(rejected_rows_by_rule(table).items())
+        rule: _pick(rows, sources, REJECTED_PER_RULE) for rule, rows in sorted(rejected_rows_by_rule(index).items())
     }
-    return Examples(_examples(table, _pick(kept, sources, KEPT_EXAMPLES)), rejected)
+    rows = sorted({row for picked in [kept, *rejected.values()] for row in picked})
+    if all(name in index.column_names for name in _COLUMNS):
+        table = index.select(_COLUMNS).take(pa.array(rows, pa.int64()))
+    else:
+        assert path is not None, "an index without the examples' columns needs its file"
+        table = read_rows(path, rows, _COLUMNS)
+    by_row = dict(zip(rows, (Example.from_row(row) for row in table.to_pylist())))
+    return Examples([by_row[row] for row in kept], {rule: [by_row[row] for row in picked] for rule, picked in rejected.items()})
 
 
 def rejected_rows_by_rule(table: pa.Table) -> dict[str, np.ndarray]:
@@ -86,7 +97,3 @@ def _spread(rows: np.ndarray, count: int) -> list[int]:
     if len(rows) <= count:
         return rows.tolist()
     return rows[(2 * np.arange(count) + 1) * len(rows) // (2 * count)].tolist()
-
-
-def _examples(table: pa.Table, rows: list[int]) -> list[Example]:
-    return [Example.from_row(row) for row in table.take(pa.array(rows, pa.int64())).to_pylist()]

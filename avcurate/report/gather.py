@@ -1,5 +1,10 @@
 """What a report shows, read from an output folder alone: the run's record (`run.json`, when the run wrote one),
-the ledger and the index (the columns a report needs, column-wise in Arrow) and the summary `inspect` prints."""
+the ledger and the index (the columns a report needs, column-wise in Arrow) and the summary `inspect` prints.
+
+An index has a row per clip, millions in a large run: only the few columns every clip is counted by are held for
+the whole report (status, reasons, source id and the scores). The manifest columns and zero-shot probabilities
+are read dictionary-encoded (one value per source, or per distinct value) when their part is drawn, and the
+example clips' other columns for those rows alone (`indexfile`)."""
 
 from __future__ import annotations
 
@@ -15,12 +20,11 @@ from ..model import FAILED, KEPT, REJECTED
 from ..runrecord import read_run_record
 from ..runstate import unfinished
 from ..summary import summarize
+from . import NotAnOutput
+from .indexfile import read_columns
+from .scores import INDEX_COLUMNS
 
 _STATUS_ORDER = (KEPT, REJECTED, FAILED)  # then any other status (such as "excluded"), by name
-
-
-class NotAnOutput(Exception):
-    """The folder holds no finished run to report on; the message says what is missing."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,11 @@ class OutputData:
     media_s_by_status: dict[str, float]
     excluded_by: dict[str, int]  # why inputs were excluded, where the ledger says (its `excluded_by` column)
     failures: dict[str, list[Failure]]  # by error_type, each list in URI order
-    index: pa.Table  # one row per clip: every column but embeddings and speaker timelines
+    index: pa.Table  # one row per clip: status, reasons, source_id and the score columns (`INDEX_COLUMNS`)
+
+    @property
+    def index_path(self) -> str:
+        return f"{self.output}/index.parquet"
 
     @property
     def config(self) -> dict[str, Any] | None:
@@ -64,7 +72,7 @@ def gather(output_dir: str) -> OutputData:
         media_s_by_status=_media_seconds(ledger, order),
         excluded_by=_excluded_by(ledger),
         failures=_failures(ledger),
-        index=_read_index(f"{out}/index.parquet"),
+        index=read_columns(f"{out}/index.parquet", ["status", "reasons", "source_id", *INDEX_COLUMNS]),
     )
 
 
@@ -73,15 +81,6 @@ def _read_ledger(path: str) -> pa.Table:
         parquet = pq.ParquetFile(f)
         wanted = ["uri", "status", "error_type", "error", "probe_duration_s", "excluded_by"]
         return parquet.read(columns=[c for c in wanted if c in parquet.schema_arrow.names])
-
-
-def _read_index(path: str) -> pa.Table:
-    """Scalar columns and `reasons`: embeddings and speaker timelines are large and shown nowhere."""
-    with filesystems().open(path) as f:
-        parquet = pq.ParquetFile(f)
-        schema = parquet.schema_arrow
-        scalar = [f.name for f in schema if f.name == "reasons" or not pa.types.is_nested(f.type)]
-        return parquet.read(columns=scalar)
 
 
 def _media_seconds(ledger: pa.Table, statuses: list[str]) -> dict[str, float]:

@@ -2,14 +2,17 @@
 clip (MP4, H.264 + AAC).
 
 A kept clip is previewed from its own MP4 in its shard (what training gets). A rejected clip is in no shard, so
-it is cut from its source again (the same frames on the source's timeline, `AlignedDecoder` seeking to them);
-a source that cannot be read any more gives a note instead. Decoding and encoding are single-threaded with the
+it is cut from its source again (the same frames on the source's timeline, `AlignedDecoder` seeking to them).
+Both are decoded in a `Sandbox` (a child process bounded in time, memory and CPU): a source is untrusted, and
+even a kept clip's MP4 is only as sound as the decoder that wrote it. A source that cannot be read any more, or
+a preview that fails, crashes or runs out of time, gives a note instead, and the report goes on. Decoding and encoding are single-threaded with the
 pipeline's deterministic encoder (`avcurate.encode`), and the JPEGs come from fixed frames and settings, so the
 same output gives the same files, byte for byte.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import tarfile
@@ -24,9 +27,10 @@ from PIL import Image
 from ..config import DecodeConfig, EncodeConfig
 from ..decode import AlignedDecoder
 from ..encode import VideoClipWriter, mux_clip
-from ..fsutil import filesystems, write_bytes
+from ..fsutil import filesystems, is_local, write_bytes
 from ..model import KEPT
 from ..probe import open_container
+from ..sandbox import Deadline, Sandbox, SourceFailure
 from .examples import Example
 
 FILES = "report_files"  # beside report.html, linked relatively
@@ -38,6 +42,8 @@ JPEG_QUALITY = 80
 # ultrafast: half the CPU of veryfast for previews a third larger, which a higher crf takes back
 _ENCODE = EncodeConfig(crf=32, preset="ultrafast", audio_bitrate=32000)
 _AAC = {"aac_coder": "fast"}  # half the CPU of the default coder, which is the costliest step of a preview
+# Each preview decodes at most one clip and encodes at most MAX_S seconds of it: well under a second of CPU on a
+# sound file. One that takes this long is stuck (a pipe, a stalled mount, a decoder looping on a damaged file).
 
 
 @dataclass(frozen=True)
@@ -47,31 +53,46 @@ class Preview:
     problem: str | None = None  # why there is none
 
 
-def write_previews(output: str, examples: list[Example]) -> dict[str, Preview]:
-    """Key -> preview of each example (each clip once, however many lists it is in), its files written."""
+def write_previews(
+    output: str, examples: list[Example], sandbox: Sandbox, timeout_s: float
+) -> dict[str, Preview]:
+    """Key -> preview of each example (each clip once, however many lists it is in), its files written. Each is
+    rendered in `sandbox`, stopped after `timeout_s`."""
     unique = {example.key: example for example in examples}
     kept_members = _shard_members(output, [e for e in unique.values() if e.status == KEPT])
     previews = {}
     for key, example in sorted(unique.items()):
-        previews[key] = _preview(output, example, kept_members.get(key))
+        previews[key] = _preview(output, example, kept_members.get(key), sandbox, timeout_s)
     return previews
 
 
-def _preview(output: str, example: Example, member: bytes | None) -> Preview:
+def _preview(output: str, example: Example, member: bytes | None, sandbox: Sandbox, timeout_s: float) -> Preview:
     if example.status == KEPT:
         if member is None:
             return Preview(None, None, f"{example.key}.mp4 could not be read from shards/{example.shard}")
-        source, first_frame, where = io.BytesIO(member), 0, "its shard"
+        source: str | bytes = member
+        first_frame, where, remote = 0, "its shard", False
     else:
-        source, first_frame, where = example.source_uri, example.clip_index, "its source"
+        # The child works in a folder of its own: a relative path is made absolute here.
+        uri = example.source_uri
+        source = os.path.abspath(uri) if "://" not in uri else uri
+        first_frame, where, remote = example.clip_index, "its source", not is_local(uri)
     try:
-        strip, video = _render(source, example, first_frame)
-    except Exception as e:  # a source moved, deleted or unreadable now: the report says so and goes on
-        return Preview(None, None, f"could not be cut from {where} again ({type(e).__name__}: {e})")
+        rendered = sandbox.call(render_preview, source, example, first_frame, what="previewing", storage=remote,
+                                deadline=Deadline(timeout_s, settings="write_report(preview_timeout_s=...)"))  # fmt: skip
+        strip, video = (base64.b64decode(rendered[part]) for part in ("strip", "video"))
+    except SourceFailure as e:  # a source moved, deleted, unreadable or hanging now: the report says so and goes on
+        return Preview(None, None, f"could not be cut from {where} again ({e.kind}: {e})")
     names = (f"{FILES}/{example.key}.jpg", f"{FILES}/{example.key}.mp4")
     for name, data in zip(names, (strip, video)):
         write_bytes(f"{output}/{name}", data)
     return Preview(*names)
+
+
+def render_preview(source: str | bytes, example: Example, first_frame: int) -> dict[str, str]:
+    """In the sandbox's child: `_render` of a source URI or of a clip's MP4 bytes, as base64 (JSON crosses back)."""
+    strip, video = _render(io.BytesIO(source) if isinstance(source, bytes) else source, example, first_frame)
+    return {"strip": base64.b64encode(strip).decode("ascii"), "video": base64.b64encode(video).decode("ascii")}
 
 
 def _render(source: str | io.BytesIO, example: Example, first_frame: int) -> tuple[bytes, bytes]:

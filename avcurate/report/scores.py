@@ -17,6 +17,8 @@ from ..model import ClipScores
 
 # duration_s first (every run has it), then the index's score columns in schema order.
 _COLUMNS = ("duration_s", *(f.name for f in dataclasses.fields(ClipScores)))
+# What the report reads of the index for the scores: those, and the columns derived values come from.
+INDEX_COLUMNS = (*_COLUMNS, "source_width", "source_height", "sync_correction_ms")
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,17 @@ def config_rules(config: dict[str, Any] | None) -> list[Rule]:
     return rules
 
 
-def clip_scores(index: pa.Table, rules: list[Rule]) -> list[Score]:
-    """The scores rules name (in rule order, measured or not), then every other score some clip has."""
-    lookup = _Values(index)
+def wants_zero_shot(config: dict[str, Any] | None) -> bool:
+    """Whether the index's zero_shot column can hold anything: a run's config has zero-shot rules, or is unknown."""
+    return not config or bool(config.get("zero_shot"))
+
+
+def clip_scores(index: pa.Table, rules: list[Rule], zero_shot: pa.ChunkedArray | None = None) -> list[Score]:
+    """The scores rules name (in rule order, measured or not), then every other score some clip has.
+    `zero_shot`: the index's JSON column of zero-shot probabilities (dictionary-encoded or not), where read."""
+    if zero_shot is None and "zero_shot" in index.column_names:
+        zero_shot = index["zero_shot"]
+    lookup = _Values(index, zero_shot)
     names = list(dict.fromkeys(rule.score for rule in rules))
     names += [name for name in [*_COLUMNS, *lookup.zero_shot_names] if name not in names]
     scores = []
@@ -90,8 +100,8 @@ def _holds(condition: str, lookup: _Values) -> np.ndarray:
 class _Values:
     """Score values by name from the index columns, computing the derived ones on demand."""
 
-    def __init__(self, index: pa.Table) -> None:
-        self.index, self.rows = index, index.num_rows
+    def __init__(self, index: pa.Table, zero_shot: pa.ChunkedArray | None) -> None:
+        self.index, self.rows, self._zero_shot_column = index, index.num_rows, zero_shot
         self._zero_shot: dict[str, np.ndarray] | None = None
         self._derived: dict[str, Callable[[], np.ndarray | None]] = {
             "source_short_side": lambda: self._both(np.minimum, "source_width", "source_height"),
@@ -122,17 +132,26 @@ class _Values:
 
     @property
     def zero_shot(self) -> dict[str, np.ndarray]:
-        """Rule name -> probability per clip, from the index's JSON column (NaN where a clip has none)."""
+        """Rule name -> probability per clip, from the index's JSON column (NaN where a clip has none), each
+        distinct text parsed once."""
         if self._zero_shot is None:
             self._zero_shot = {}
-            column = self.index["zero_shot"] if "zero_shot" in self.index.column_names else None
-            if column is not None and not pc.all(pc.equal(column, "{}")).as_py():  # parse only if a model ran
-                for row, text in enumerate(column.to_pylist()):
-                    for name, probability in json.loads(text or "{}").items():
-                        if name not in self._zero_shot:
-                            self._zero_shot[name] = np.full(self.rows, np.nan)
-                        self._zero_shot[name][row] = np.nan if probability is None else probability
+            column = self._zero_shot_column
+            if column is not None and len(column):
+                encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+                encoded = encoded.combine_chunks()
+                texts = encoded.dictionary.to_pylist()
+                if any(text not in (None, "{}") for text in texts):  # parse only if a model ran
+                    codes = encoded.indices.fill_null(len(texts)).to_numpy(zero_copy_only=False)
+                    parsed = [json.loads(text or "{}") for text in texts]
+                    for name in sorted({name for probabilities in parsed for name in probabilities}):
+                        per_text = np.array([_probability(p.get(name)) for p in parsed] + [np.nan])  # + a null row
+                        self._zero_shot[name] = per_text[codes]
         return self._zero_shot
+
+
+def _probability(value: Any) -> float:
+    return np.nan if value is None else float(value)
 
 
 def _abs(values: np.ndarray | None) -> np.ndarray | None:
