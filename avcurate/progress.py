@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from .model import EXCLUDED, FAILED, KEPT, SourceResult
 
@@ -63,10 +63,10 @@ class RunProgress:
             console = Console(file=self.stream)
             self._progress = Progress(
                 TextColumn("[bold]curating"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
                 console=console, refresh_per_second=2,
             )  # fmt: skip
-            self._task = self._progress.add_task("sources", total=None, status="listing inputs")
+            self._task = self._progress.add_task("sources", total=None, status="listing inputs", eta="")
             self._progress.start()
         elif self.mode == "log":
             self._logger = threading.Thread(target=self._log_every, name="avcurate-progress", daemon=True)
@@ -122,13 +122,18 @@ class RunProgress:
                 status = "starting" if total else "listing inputs"
                 self._progress.update(self._task, total=total, completed=0, status=status)
                 return
-            speed = counts.media_s / max(time.monotonic() - self._started, 1e-9)
+            elapsed = max(time.monotonic() - self._started, 1e-9)
+            speed = counts.media_s / elapsed
+            # Our own estimate (the pace of whole sources so far), not rich's: its speed window over the first
+            # few sources promised a second where thirty were left.
+            eta = _eta(counts, elapsed)
             status = (
                 f"{_media(counts.media_s)} media · kept {counts.kept} · rejected {counts.rejected} · "
                 f"failed {counts.failed}" + (f" · excluded {counts.excluded}" if counts.excluded else "")
                 + f" · {speed:.1f}x real time"
             )
-            self._progress.update(self._task, total=total, completed=counts.done, status=status)
+            left = "done" if counts.done >= (total or 0) else ("eta ?" if eta is None else f"about {_duration(eta)} left")
+            self._progress.update(self._task, total=total, completed=counts.done, status=status, eta=left)
 
     def _log_every(self) -> None:
         while not self._stop.wait(self.every_s):
