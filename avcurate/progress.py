@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+)  # fmt: skip
+from rich.text import Text
 
 from .model import EXCLUDED, FAILED, KEPT, SourceResult
 
@@ -63,10 +66,10 @@ class RunProgress:
             console = Console(file=self.stream)
             self._progress = Progress(
                 TextColumn("[bold]curating"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), _TimeLeftColumn(),
                 console=console, refresh_per_second=2,
             )  # fmt: skip
-            self._task = self._progress.add_task("sources", total=None, status="listing inputs", eta="")
+            self._task = self._progress.add_task("sources", total=None, status="listing inputs", finish_at=None)
             self._progress.start()
         elif self.mode == "log":
             self._logger = threading.Thread(target=self._log_every, name="avcurate-progress", daemon=True)
@@ -132,8 +135,8 @@ class RunProgress:
                 f"failed {counts.failed}" + (f" · excluded {counts.excluded}" if counts.excluded else "")
                 + f" · {speed:.1f}x real time"
             )
-            left = "done" if counts.done >= (total or 0) else ("eta ?" if eta is None else f"about {_duration(eta)} left")
-            self._progress.update(self._task, total=total, completed=counts.done, status=status, eta=left)
+            finish_at = None if eta is None else time.monotonic() + eta
+            self._progress.update(self._task, total=total, completed=counts.done, status=status, finish_at=finish_at)
 
     def _log_every(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -143,6 +146,19 @@ class RunProgress:
         with self._lock:
             line = self.counts.line(time.monotonic() - self._started)
         print(f"{time.strftime('%H:%M:%S')} avcurate progress: {line}", file=self.stream, flush=True)
+
+
+class _TimeLeftColumn(ProgressColumn):
+    """The estimate counted down between finished sources, redrawn with the rest."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is not None and task.completed >= task.total:
+            return Text("done")
+        finish_at = task.fields.get("finish_at")
+        if finish_at is None:
+            return Text("")
+        left = finish_at - time.monotonic()
+        return Text(f"about {_duration(left)} left" if left >= 1 else "finishing")
 
 
 def _eta(counts: Counts, elapsed_s: float) -> float | None:
