@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         atexit._run_exitfuncs()
     summary = summarize(output)
     try:
-        page = write_report(output)
+        page = write_report(output, summary=summary)
     except Exception as e:  # the data is written and complete: say what failed rather than lose the run's status
         logging.exception("writing the report failed")
         print(f"avcurate: the run finished, but its report could not be written ({type(e).__name__}: {e}); rebuild "

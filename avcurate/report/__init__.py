@@ -22,10 +22,13 @@ class NotAnOutput(Exception):
     """The folder holds no finished run to report on; the message says what is missing."""
 
 
-def write_report(output_dir: str, preview_timeout_s: float = PREVIEW_TIMEOUT_S) -> str:
+def write_report(
+    output_dir: str, preview_timeout_s: float = PREVIEW_TIMEOUT_S, summary: dict[str, Any] | None = None
+) -> str:
     """Write `report.html` and its `report_files/` (replacing any earlier ones) into a finished output; the
     page's path. NotAnOutput when the folder holds no finished run. Previews are rendered in a sandboxed child
-    process, each stopped after `preview_timeout_s`."""
+    process, each stopped after `preview_timeout_s`. `summary`: the output's `summarize`, when the caller has it
+    (`avcurate run` printed it), so it is not read again."""
     # Imported here: the sandbox's child imports this package to render previews, and needs none of it
     # (matplotlib, Beam).
     from ..config import DecodeConfig
@@ -39,7 +42,7 @@ def write_report(output_dir: str, preview_timeout_s: float = PREVIEW_TIMEOUT_S) 
     from .previews import FILES, write_previews
     from .scores import clip_scores, config_rules, wants_zero_shot
 
-    data = gather(output_dir)
+    data = gather(output_dir, summary)
     out = data.output
     rules = config_rules(data.config)
     examples = choose_examples(data.index, data.index_path)

@@ -13,7 +13,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..fsutil import filesystems
 from ..model import FAILED, KEPT, REJECTED
@@ -25,6 +24,7 @@ from .indexfile import read_columns
 from .scores import INDEX_COLUMNS
 
 _STATUS_ORDER = (KEPT, REJECTED, FAILED)  # then any other status (such as "excluded"), by name
+_LEDGER_COLUMNS = ["uri", "status", "error_type", "error", "probe_duration_s", "excluded_by"]  # v2 has no excluded_by
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class OutputData:
         return None if self.run is None else self.run.get("config")
 
 
-def gather(output_dir: str) -> OutputData:
+def gather(output_dir: str, summary: dict[str, Any] | None = None) -> OutputData:
+    """`summary`: what `summarize` gives for this output, when the caller has it already."""
     out = output_dir.rstrip("/")
     fs = filesystems()
     missing = [name for name in ("index.parquet", "ledger.parquet") if not fs.exists(f"{out}/{name}")]
@@ -61,26 +62,19 @@ def gather(output_dir: str) -> OutputData:
         raise NotAnOutput(f"{out} is not a finished avcurate output: it has no {' or '.join(missing)}")
     if unfinished(out):
         raise NotAnOutput(f"{out} holds an unfinished run; finish it (run the same command again) before reporting on it")
-    ledger = _read_ledger(f"{out}/ledger.parquet")
+    ledger = read_columns(f"{out}/ledger.parquet", _LEDGER_COLUMNS)
     inputs = {row["values"]: row["counts"] for row in pc.value_counts(ledger["status"]).to_pylist()}
     order = [s for s in _STATUS_ORDER if s in inputs] + sorted(s for s in inputs if s not in _STATUS_ORDER)
     return OutputData(
         output=out,
         run=read_run_record(out),
-        summary=summarize(out),
+        summary=summary if summary is not None else summarize(out),
         inputs_by_status={status: inputs[status] for status in order},
         media_s_by_status=_media_seconds(ledger, order),
         excluded_by=_excluded_by(ledger),
         failures=_failures(ledger),
         index=read_columns(f"{out}/index.parquet", ["status", "reasons", "source_id", *INDEX_COLUMNS]),
     )
-
-
-def _read_ledger(path: str) -> pa.Table:
-    with filesystems().open(path) as f:
-        parquet = pq.ParquetFile(f)
-        wanted = ["uri", "status", "error_type", "error", "probe_duration_s", "excluded_by"]
-        return parquet.read(columns=[c for c in wanted if c in parquet.schema_arrow.names])
 
 
 def _media_seconds(ledger: pa.Table, statuses: list[str]) -> dict[str, float]:

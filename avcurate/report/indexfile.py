@@ -1,4 +1,5 @@
-"""Reading parts of an index: some columns, or some rows. An index has a row per clip, millions in a large run."""
+"""Reading parts of an index (or a ledger): some columns, or some rows. An index has a row per clip, millions in
+a large run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..fsutil import filesystems
 
 
 def read_columns(path: str, columns: Sequence[str], dictionary: Sequence[str] = ()) -> pa.Table:
-    """Those of `columns` the index has (an older one lacks some), those in `dictionary` dictionary-encoded."""
+    """Those of `columns` the file has (an older one lacks some), those in `dictionary` dictionary-encoded."""
     with filesystems().open(path) as f:
         parquet = pq.ParquetFile(f, read_dictionary=list(dictionary))
         names = parquet.schema_arrow.names
