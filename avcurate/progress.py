@@ -35,15 +35,19 @@ class Counts:
     failed: int = 0
     excluded: int = 0
 
+    def tallies(self, elapsed_s: float) -> str:
+        """Media, clips, failures and speed: what the live display and the log line both say."""
+        speed = self.media_s / elapsed_s if elapsed_s > 0 else 0.0
+        return (
+            f"{_media(self.media_s)} media · kept {self.kept} · rejected {self.rejected} · failed {self.failed}"
+            + (f" · excluded {self.excluded}" if self.excluded else "") + f" · {speed:.1f}x real time"
+        )
+
     def line(self, elapsed_s: float) -> str:
         total = "?" if self.sources is None else str(self.sources)
-        speed = self.media_s / elapsed_s if elapsed_s > 0 else 0.0
         eta = _eta(self, elapsed_s)
-        return (
-            f"{self.done}/{total} sources, {_media(self.media_s)} of media, clips kept {self.kept} rejected "
-            f"{self.rejected}, failed {self.failed}" + (f", excluded {self.excluded}" if self.excluded else "")
-            + f"; {speed:.1f}x real time" + (f", about {_duration(eta)} left" if eta is not None else "")
-        )
+        return (f"{self.done}/{total} sources · {self.tallies(elapsed_s)}"
+                + (f" · about {_duration(eta)} left" if eta is not None else ""))  # fmt: skip
 
 
 class RunProgress:
@@ -126,17 +130,12 @@ class RunProgress:
                 self._progress.update(self._task, total=total, completed=0, status=status)
                 return
             elapsed = max(time.monotonic() - self._started, 1e-9)
-            speed = counts.media_s / elapsed
             # Our own estimate (the pace of whole sources so far), not rich's: its speed window over the first
             # few sources promised a second where thirty were left.
             eta = _eta(counts, elapsed)
-            status = (
-                f"{_media(counts.media_s)} media · kept {counts.kept} · rejected {counts.rejected} · "
-                f"failed {counts.failed}" + (f" · excluded {counts.excluded}" if counts.excluded else "")
-                + f" · {speed:.1f}x real time"
-            )
             finish_at = None if eta is None else time.monotonic() + eta
-            self._progress.update(self._task, total=total, completed=counts.done, status=status, finish_at=finish_at)
+            self._progress.update(self._task, total=total, completed=counts.done, status=counts.tallies(elapsed),
+                                  finish_at=finish_at)  # fmt: skip
 
     def _log_every(self) -> None:
         while not self._stop.wait(self.every_s):
