@@ -38,7 +38,7 @@ class DecodeConfig:
     threads: int = 1  # decoder and encoder threads per worker; parallelism comes from workers
     # Sources longer than 1.5x this are split into spans of about this length that different workers decode
     # (avcurate/spans.py), so one long source does not keep one worker busy for hours. 0 (the default): never
-    # split, since a split source's clip MP4s are not yet byte-reproducible (docs/distributed.md, Long sources).
+    # split, since a split changes the clips at span boundaries (docs/distributed.md, Long sources).
     span_s: float = 0.0
 
 
