@@ -1,16 +1,17 @@
 """Encode clips: H.264 video while frames stream past, then AAC audio and the final MP4 once the clip's
 audio shift is known. Deterministic: fixed encoder settings and thread count, no timestamps in headers, the
-encoder handed the picture alone, and its memory zeroed (`_zero_new_memory`)."""
+encoder handed the picture alone, and its allocations zeroed (`_ZeroedAllocations`)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import fcntl
 import io
+import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 
@@ -27,6 +28,7 @@ class VideoClipWriter:
 
     def __init__(self, path: str, fps: float, size: tuple[int, int], cfg: EncodeConfig, threads: int) -> None:
         self.path = path
+        self.size = size
         self._container = av.open(path, mode="w", format="mp4")
         rate = Fraction(fps).limit_denominator(1001)
         stream = self._container.add_stream("libx264", rate=rate)
@@ -34,54 +36,88 @@ class VideoClipWriter:
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = threads
         stream.options = {"crf": str(cfg.crf), "preset": cfg.preset}
-        if not _zero_new_memory():
+        if not _ZEROED.available:
             stream.options["x264-params"] = "bframes=0"  # the reads of unwritten memory need B-frames
-        _open_encoder(stream.codec_context)
+        with _ZEROED:
+            _open_encoder(stream.codec_context)
         self._stream = stream
         self._time_base = 1 / rate
         self.frames = 0
 
     def write(self, frame: av.VideoFrame) -> None:
-        picture = _clean_copy(frame)
+        picture = _clean_copy(frame, self.size)
         picture.pts = self.frames
         picture.time_base = self._time_base
-        self._container.mux(self._stream.encode(picture))
+        with _ZEROED:
+            packets = self._stream.encode(picture)
+        self._container.mux(packets)
         self.frames += 1
 
     def close(self) -> None:
-        self._container.mux(self._stream.encode(None))
+        with _ZEROED:
+            packets = self._stream.encode(None)
+        self._container.mux(packets)
         self._container.close()
 
 
-_M_PERTURB = -6  # glibc's mallopt parameter
-_zeroed: bool | None = None
-
-
-def _zero_new_memory() -> bool:
-    """Make every block this process allocates from now on start zeroed; false where that cannot be done.
+class _ZeroedAllocations:
+    """Inside `with`, every block glibc's malloc hands out starts zeroed (its perturb byte 0xff: blocks are
+    filled with that XOR 0xff, as fresh mmap'd memory is zero anyway); the encoder's calls run inside.
 
     x264's macroblock-tree rate control reads memory it never wrote when it plans B-frames, so the same pictures
-    encoded to different bytes depending on what the process had allocated before (same config, other runs or
-    worker counts: about one clip in six of a long source, measured with MALLOC_PERTURB_ patterns in
-    tests/test_encode.py). glibc then fills each block it hands out with the perturb byte XOR 0xff, zero for 0xff,
-    as fresh mmap'd memory already is. The cost is a memset per allocation and per free. Elsewhere (not glibc) the
-    caller encodes without B-frames instead: deterministic, but larger clips."""
-    global _zeroed
-    if _zeroed is None:
-        name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(name) if name else None
-        _zeroed = bool(libc is not None and hasattr(libc, "mallopt") and libc.mallopt(_M_PERTURB, 0xFF) == 1)
-    return _zeroed
+    encoded to different bytes depending on what the process had allocated before: up to 9 of the 48 clips of a
+    4-minute source differed between two runs (docs/benchmarks.md, "Deterministic encoding"). Zeroing only
+    around x264's own calls keeps the memset per allocation out of everything else (torch, numpy). Blocks of up
+    to 1 KiB that glibc serves from its per-thread cache escape the fill; the sandboxed decoders run with that
+    cache off (`sandbox.DETERMINISTIC_MALLOC`). Where there is no glibc `mallopt`, `available` is false and the
+    encoder does without B-frames: deterministic too, but larger clips."""
+
+    _M_PERTURB = -6
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # this process's C library
+        # What to go back to: a MALLOC_PERTURB_ the process was started with (a debugging aid), else none.
+        self._outside = int(os.environ.get("MALLOC_PERTURB_", "0") or 0) & 0xFF if self._mallopt else 0
+        self.available = self._mallopt is not None and self._mallopt(self._M_PERTURB, self._outside) == 1
+        if not self.available:
+            logging.getLogger(__name__).warning(
+                "no glibc mallopt here: clips are encoded without B-frames (deterministic, but larger clips, "
+                "and other bytes than on Linux with glibc)"
+            )
+
+    def __enter__(self) -> None:
+        if self.available:
+            with self._lock:
+                if self._inside == 0:
+                    self._mallopt(self._M_PERTURB, 0xFF)
+                self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if self.available:
+            with self._lock:
+                self._inside -= 1
+                if self._inside == 0:
+                    self._mallopt(self._M_PERTURB, self._outside)
 
 
-def _clean_copy(frame: av.VideoFrame) -> av.VideoFrame:
+_ZEROED = _ZeroedAllocations()
+
+
+def _clean_copy(frame: av.VideoFrame, size: tuple[int, int]) -> av.VideoFrame:
     """The picture of a yuv420p `frame` alone, in a new frame whose row padding is zero.
 
     x264 encodes the frame types a decoder set on its frames (forced P frames: no B-frames, keyframes wherever the
-    source had them; the clips came out 9% larger), and its SIMD row copy reads past the picture's width into the
+    source had them; the clips came out 7% larger), and its SIMD row copy reads past the picture's width into the
     row padding, which in a decoder's pooled buffers holds whatever earlier frames left there."""
+    if frame.format.name != "yuv420p" or (frame.width, frame.height) != size:
+        raise ValueError(f"the clip encoder takes yuv420p frames of {size[0]}x{size[1]}, not {frame.format.name} "
+                         f"{frame.width}x{frame.height}: convert them first (AlignedDecoder's frames are)")  # fmt: skip
     clean = av.VideoFrame(frame.width, frame.height, "yuv420p")
     for source, target in zip(frame.planes, clean.planes):
+        if source.line_size < source.width:  # a bottom-up picture (negative stride), e.g. after a vflip filter
+            raise ValueError("the clip encoder takes top-down frames: convert the frame first")
         rows = np.frombuffer(target, np.uint8).reshape(target.height, target.line_size)
         rows[:, target.width :] = 0
         rows[:, : target.width] = np.frombuffer(source, np.uint8).reshape(source.height, source.line_size)[

@@ -55,7 +55,10 @@ _BASE_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PAT
              "AVCURATE_FAULTS")  # fmt: skip
 # Models the decoder loads (speaker stages) come from local files or a cache the launcher filled: never the
 # network (the child has none), never telemetry.
-_CHILD_ENV = {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "false"}
+# glibc's per-thread cache off: blocks it serves escape the zero fill the clip encoder relies on
+# (avcurate/encode.py, _ZeroedAllocations).
+DETERMINISTIC_MALLOC = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}
+_CHILD_ENV = {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "false", **DETERMINISTIC_MALLOC}
 # Added only for a child that reads or writes remote storage: credentials, proxies, CA bundles.
 _STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCLOUD_", "CLOUDSDK_", "AZURE_", "HADOOP_", "KRB5")
 _STORAGE_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE",
