@@ -38,8 +38,8 @@ class VideoClipWriter:
         stream.options = {"crf": str(cfg.crf), "preset": cfg.preset}
         if not _ZEROED.available:
             stream.options["x264-params"] = "bframes=0"  # the reads of unwritten memory need B-frames
-        with _ZEROED:
-            _open_encoder(stream.codec_context)
+        with _x264_call():
+            stream.codec_context.open()  # now rather than at the first frame: running out of memory is recognised
         self._stream = stream
         self._time_base = 1 / rate
         self.frames = 0
@@ -48,13 +48,13 @@ class VideoClipWriter:
         picture = _clean_copy(frame, self.size)
         picture.pts = self.frames
         picture.time_base = self._time_base
-        with _ZEROED:
+        with _x264_call():
             packets = self._stream.encode(picture)
         self._container.mux(packets)
         self.frames += 1
 
     def close(self) -> None:
-        with _ZEROED:
+        with _x264_call():
             packets = self._stream.encode(None)
         self._container.mux(packets)
         self._container.close()
@@ -126,16 +126,18 @@ def _clean_copy(frame: av.VideoFrame, size: tuple[int, int]) -> av.VideoFrame:
     return clean
 
 
-def _open_encoder(codec_context: av.CodecContext) -> None:
-    """Open the encoder now rather than at the first frame, so that running out of memory is recognised: x264
-    says so only on stderr ("malloc of size N failed") and the open fails as a generic external error."""
-    with _stderr_captured() as captured:
+@contextlib.contextmanager
+def _x264_call() -> Iterator[None]:
+    """Around each call into x264: its allocations zeroed, and running out of memory recognised, which x264 says
+    only on stderr ("malloc of size N failed", at the open or at any frame) while the call fails as a generic
+    external error."""
+    with _ZEROED, _stderr_captured() as captured:
         try:
-            codec_context.open()
+            yield
         except av.error.ExternalError as e:
             said = captured()
             if "malloc" in said or "memory" in said.lower():
-                raise MemoryError(f"the {codec_context.name} encoder could not allocate its buffers") from e
+                raise MemoryError("the libx264 encoder could not allocate its buffers") from e
             raise
 
 

@@ -50,8 +50,9 @@ def test_a_blocking_open_times_out_and_the_next_call_works(sandbox: Sandbox, tmp
 
 
 def test_memory_is_capped(sandbox: Sandbox) -> None:
-    """A real native allocation: x264 opening an 8192x8192 encoder needs more than the 1024 MiB limit. It fails
-    as a generic "external library" error, which must still be reported as memory, not as a bug."""
+    """A real native allocation: x264 encoding an 8192x8192 picture needs more than the 1024 MiB limit, at the
+    open or at the first frame. It fails as a generic "external library" error, which must still be reported as
+    memory, not as a bug."""
     encode_8k = (
         "import av\nfrom avcurate.config import EncodeConfig\nfrom avcurate.encode import VideoClipWriter\n"
         "writer = VideoClipWriter('/dev/null', 25.0, (8192, 8192), EncodeConfig(), 1)\n"
