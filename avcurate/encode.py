@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from .config import EncodeConfig
+from .decode import plane
 
 _AAC_FRAME = 1024
 
@@ -115,14 +116,12 @@ def _clean_copy(frame: av.VideoFrame, size: tuple[int, int]) -> av.VideoFrame:
         raise ValueError(f"the clip encoder takes yuv420p frames of {size[0]}x{size[1]}, not {frame.format.name} "
                          f"{frame.width}x{frame.height}: convert them first (AlignedDecoder's frames are)")  # fmt: skip
     clean = av.VideoFrame(frame.width, frame.height, "yuv420p")
-    for source, target in zip(frame.planes, clean.planes):
-        if source.line_size < source.width:  # a bottom-up picture (negative stride), e.g. after a vflip filter
+    for index, target in enumerate(clean.planes):
+        if frame.planes[index].line_size < target.width:  # bottom-up (negative stride), e.g. after a vflip filter
             raise ValueError("the clip encoder takes top-down frames: convert the frame first")
         rows = np.frombuffer(target, np.uint8).reshape(target.height, target.line_size)
         rows[:, target.width :] = 0
-        rows[:, : target.width] = np.frombuffer(source, np.uint8).reshape(source.height, source.line_size)[
-            : target.height, : target.width
-        ]
+        rows[:, : target.width] = plane(frame, index)
     return clean
 
 
