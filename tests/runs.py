@@ -35,8 +35,17 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and str(p.relative_to(folder)) not in NOT_REPRODUCIBLE}  # fmt: skip
 
 
-def assert_same_outputs(expected: Path, actual: Path) -> None:
-    """The same files, byte for byte, and nothing else (no staging area, no temporary file)."""
+def assert_same_outputs(expected: Path, actual: Path, log: str = "") -> None:
+    """The same files, byte for byte, and nothing else (no staging area, no temporary file). `log`: what made
+    `actual`, shown if they differ."""
     want, got = digests(expected), digests(actual)
-    assert sorted(got) == sorted(want)
+    assert {"missing": sorted(want.keys() - got.keys()), "extra": sorted(got.keys() - want.keys())} == {
+        "missing": [], "extra": []}, (_problems(expected), _problems(actual), log[-3000:])
     assert [name for name in want if want[name] != got[name]] == []
+
+
+def _problems(output: Path) -> str:
+    """What the report says went wrong with its previews, to tell a missing preview's cause."""
+    page = output / "report.html"
+    text = page.read_text(encoding="utf-8") if page.exists() else ""
+    return " | ".join(line.strip() for line in text.splitlines() if "No preview" in line)[:3000]

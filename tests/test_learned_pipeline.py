@@ -234,7 +234,7 @@ def test_learned_stages_on_a_dask_cluster_write_the_same_bytes(setup: dict, tmp_
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_outputs(setup["output"], tmp_path / "out")
+    assert_same_outputs(setup["output"], tmp_path / "out", done.stderr)
 
 
 def test_a_run_killed_while_embedding_resumes_without_embedding_again(setup: dict, tmp_path: Path) -> None:
