@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from avcurate.sample import SampleSet, make_sample_set
-from runs import curate_demo
+pytest.register_assert_rewrite("runs")  # its comparisons of two outputs say what differs
+
+from avcurate.sample import SampleSet, make_sample_set  # noqa: E402
+from runs import curate_demo  # noqa: E402
 
 
 @pytest.fixture(scope="session")
