@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,11 +42,13 @@ def assert_same_outputs(expected: Path, actual: Path, log: str = "") -> None:
     want, got = digests(expected), digests(actual)
     differ = {"missing": sorted(want.keys() - got.keys()), "extra": sorted(got.keys() - want.keys()),
               "other bytes": sorted(name for name in want.keys() & got.keys() if want[name] != got[name])}  # fmt: skip
-    assert not any(differ.values()), (differ, _problems(expected), _problems(actual), log[-3000:])
+    assert not any(differ.values()), "\n".join(
+        [f"outputs differ: {differ}", f"expected's previews: {_problems(expected)}",
+         f"actual's previews: {_problems(actual)}", f"log of actual: {log[-3000:]}"]
+    )  # fmt: skip
 
 
-def _problems(output: Path) -> str:
-    """What the report says went wrong with its previews, to tell a missing preview's cause."""
+def _problems(output: Path) -> list[str]:
+    """What the report says went wrong with its previews (a missing preview's cause)."""
     page = output / "report.html"
-    text = page.read_text(encoding="utf-8") if page.exists() else ""
-    return " | ".join(line.strip() for line in text.splitlines() if "No preview" in line)[:3000]
+    return re.findall(r"No preview: [^<]*", page.read_text(encoding="utf-8")) if page.exists() else []

@@ -254,4 +254,4 @@ def test_a_run_killed_while_embedding_resumes_without_embedding_again(setup: dic
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["counters"]["resumed"] == len(decoded)  # decoded sources were not decoded again
-    assert_same_outputs(setup["output"], tmp_path / "out")
+    assert_same_outputs(setup["output"], tmp_path / "out", done.stderr)
