@@ -37,14 +37,14 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def assert_same_outputs(expected: Path, actual: Path, log: str = "") -> None:
-    """The same files, byte for byte, and nothing else (no staging area, no temporary file). `log`: what made
-    `actual`, shown if they differ."""
+    """The same files, byte for byte, and nothing else (no staging area, no temporary file). `log`: what the runs
+    that made them printed, shown if they differ."""
     want, got = digests(expected), digests(actual)
     differ = {"missing": sorted(want.keys() - got.keys()), "extra": sorted(got.keys() - want.keys()),
               "other bytes": sorted(name for name in want.keys() & got.keys() if want[name] != got[name])}  # fmt: skip
     assert not any(differ.values()), "\n".join(
         [f"outputs differ: {differ}", f"expected's previews: {_problems(expected)}",
-         f"actual's previews: {_problems(actual)}", f"log of actual: {log[-3000:]}"]
+         f"actual's previews: {_problems(actual)}", f"log: {log[-4000:]}"]
     )  # fmt: skip
 
 
